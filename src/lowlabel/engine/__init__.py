@@ -1,0 +1,1 @@
+"""What every recipe shares: config, runtime, trainer, checkpoints, momentum/queue, schedules."""

@@ -1,0 +1,1 @@
+"""Reusable networks: ResNet, V-Net, heads."""
