@@ -28,7 +28,9 @@ class Method:
     def recipe(self) -> ModuleType:
         """The method's recipe module: `Config`, `train`, `evaluate`, `demo`."""
         if not self.ready:
-            raise LowlabelError(f"method '{self.slug}' is planned, not implemented yet; `lowlabel list` shows which are ready")
+            raise LowlabelError(
+                f"method '{self.slug}' is planned, not implemented yet; `lowlabel list` shows which are ready"
+            )
         return importlib.import_module(f"lowlabel.methods.{self.slug}.recipe")
 
 

@@ -1,0 +1,95 @@
+"""Shared helpers for benchmark scripts: timing, peak memory, and the JSON result files.
+
+Every script `benchmarks/<name>.py` runs standalone (`python benchmarks/<name>.py [--quick]`), prints a table and writes
+`benchmarks/results/<name>.json` through `write_results`; `benchmarks/render.py` turns those files into RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key):
+                return int(line.split()[1])
+    return 0
+
+
+def reset_peak() -> int:
+    """Reset the process's peak resident set (Linux clear_refs) and return the current RSS in bytes."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+    except ImportError:
+        pass
+    return _status_kib("VmRSS:") * 1024
+
+
+def peak_since(baseline: int) -> int:
+    """Peak RSS growth in bytes since `reset_peak` returned `baseline` (CPU), or CUDA peak allocation if on GPU."""
+    return max(0, _status_kib("VmHWM:") * 1024 - baseline)
+
+
+def measure(fn: Callable[[], Any], repeat: int = 1, warmup: int = 0) -> dict[str, float]:
+    """Run `fn` `warmup` times untimed, then `repeat` times; best and mean seconds and peak RSS growth in MiB."""
+    for _ in range(warmup):
+        fn()
+    baseline = reset_peak()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {
+        "seconds_best": min(times),
+        "seconds_mean": sum(times) / len(times),
+        "peak_mib": peak_since(baseline) / 2**20,
+    }
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def write_results(name: str, rows: list[dict[str, Any]], notes: str = "") -> Path:
+    """Write `benchmarks/results/<name>.json` and print the rows as a table."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    payload = {"name": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "rows": rows, "notes": notes}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+    if rows:
+        keys = list(rows[0])
+        print(" | ".join(keys))
+        for row in rows:
+            print(" | ".join(f"{row.get(k):.4g}" if isinstance(row.get(k), float) else str(row.get(k)) for k in keys))
+    if notes:
+        print(notes)
+    return path

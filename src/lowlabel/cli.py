@@ -1,0 +1,198 @@
+"""The `lowlabel` command: list, demo, train, eval, data preview, and one sub-command group per method that has
+a job of its own. Importing this module must not import torch: heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lowlabel import registry
+from lowlabel.errors import LowlabelError
+
+if TYPE_CHECKING:
+    from lowlabel.engine.demo import DemoResult
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="lowlabel",
+    help="Eleven 2021 vision methods for learning with few or no labels: demos, training, evaluation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Synthetic worlds with exact ground truth.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+# Sub-command groups of methods: command name -> method slug. Registered once the method is ready.
+METHOD_COMMANDS = {
+    "completer": "completer",
+    "fiqa": "sdd_fiqa",
+    "densecl": "densecl",
+    "dtc": "dtc",
+    "sgr": "sg_retrieval",
+}
+
+Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set a.b=c (repeat).")]  # noqa: UP045
+
+
+@app.command("list")
+def list_methods() -> None:
+    """List the eleven methods and their state (ready or planned)."""
+    table = Table(title="lowlabel methods")
+    for column in ("slug", "method", "paper", "task", "state"):
+        table.add_column(column)
+    for m in registry.METHODS.values():
+        table.add_row(m.slug, m.title, m.paper, m.task, "[green]ready" if m.ready else "[yellow]planned")
+    console.print(table)
+
+
+def _print_demo(result: DemoResult) -> None:
+    metrics = list(next(iter(result.rows.values())))
+    table = Table(title=f"{result.slug}: demo ({result.seconds:.0f} s)")
+    table.add_column("model")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for name, row in result.rows.items():
+        mark = " (method)" if name == result.method else " (baseline)" if name == result.baseline else ""
+        table.add_row(name + mark, *(f"{row[m]:.4f}" if m in row else "" for m in metrics))
+    console.print(table)
+    for note in result.notes:
+        console.print(f"  {note}")
+    verdict = "beats" if result.wins else "does NOT beat"
+    console.print(f"{result.method} {verdict} {result.baseline} on {result.metric}.")
+
+
+@app.command()
+def demo(
+    slugs: Annotated[Optional[list[str]], typer.Argument(help="Methods to demo (default: every ready one).")] = None,  # noqa: UP045
+    quick: Annotated[bool, typer.Option(help="Smaller, faster demo (for tests).")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for demo outputs.")] = Path("runs/demo"),
+    device: Device = "auto",
+) -> None:
+    """Train each method on built-in data and print its metric beside a named baseline."""
+    methods = [registry.get(s) for s in slugs] if slugs else registry.ready()
+    if not methods:
+        console.print("No method is ready yet: `lowlabel list` shows the plan.")
+        return
+    recipes = [m.recipe() for m in methods]  # planned methods fail here, before any work
+    from lowlabel.engine import runtime as rt
+    from lowlabel.engine.trainer import write_json
+
+    runtime = rt.init(device)
+    lost = []
+    for method, recipe in zip(methods, recipes, strict=True):
+        console.rule(f"{method.title} ({method.slug})")
+        result = recipe.demo(quick=quick, out=out / method.slug, runtime=runtime)
+        write_json(out / method.slug / "demo.json", result.to_json())
+        _print_demo(result)
+        if not result.wins:
+            lost.append(method.slug)
+    if lost:
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    slug: Annotated[str, typer.Argument(help="Method slug (see `lowlabel list`).")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML config file.")] = None,  # noqa: UP045
+    set_: SetOption = None,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset path in the official format.")] = None,  # noqa: UP045
+    out: Annotated[Path, typer.Option(help="Root folder of runs, or the run folder with --resume.")] = Path("runs"),
+    resume: Annotated[bool, typer.Option(help="Continue the newest checkpoint of a run folder.")] = False,
+    device: Device = "auto",
+) -> None:
+    """Train a method; the run folder gets config.yaml, metrics.jsonl, checkpoints/ and summary.json."""
+    recipe = registry.get(slug).recipe()
+    from lowlabel.engine import config as cfg_mod
+    from lowlabel.engine import rundir
+    from lowlabel.engine import runtime as rt
+
+    if resume:
+        run_dir = rundir.resume_dir(out, slug)
+        cfg = cfg_mod.load_config(recipe.Config, config or run_dir / "config.yaml", set_ or [])
+    else:
+        cfg = cfg_mod.load_config(recipe.Config, config, set_ or [])
+    runtime = rt.init(device, seed=cfg.train.seed)
+    if not resume:
+        run_dir = rundir.new_run_dir(out, slug)
+    if runtime.is_main:
+        cfg_mod.save_config(cfg, run_dir / "config.yaml")
+    try:
+        summary = recipe.train(cfg, data=data, run_dir=run_dir, runtime=runtime, resume=resume)
+    finally:
+        rt.shutdown()
+    if runtime.is_main:
+        console.print(f"run folder: {run_dir}")
+        console.print_json(json.dumps(summary, default=str))
+
+
+@app.command("eval")
+def evaluate(
+    slug: Annotated[str, typer.Argument(help="Method slug.")],
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint (.pt) written by `lowlabel train`.")],
+    data: Annotated[Optional[Path], typer.Option(help="Dataset path in the official format.")] = None,  # noqa: UP045
+    config: Annotated[Optional[Path], typer.Option(help="YAML config (default: the run's config.yaml).")] = None,  # noqa: UP045
+    set_: SetOption = None,
+    device: Device = "auto",
+) -> None:
+    """Evaluate a trained checkpoint and print the method's metrics."""
+    recipe = registry.get(slug).recipe()
+    from lowlabel.engine import config as cfg_mod
+    from lowlabel.engine import runtime as rt
+
+    run_config = checkpoint.resolve().parent.parent / "config.yaml"
+    cfg = cfg_mod.load_config(recipe.Config, config or (run_config if run_config.is_file() else None), set_ or [])
+    runtime = rt.init(device, seed=cfg.train.seed)
+    metrics = recipe.evaluate(cfg, checkpoint=checkpoint, data=data, runtime=runtime)
+    table = Table(title=f"{slug}: evaluation of {checkpoint}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@data_app.command("preview")
+def data_preview(
+    world: Annotated[str, typer.Argument(help="shapes, faces, volumes, multiview or geometry.")],
+    n: Annotated[int, typer.Option(help="How many samples.")] = 16,
+    out: Annotated[Optional[Path], typer.Option(help="PNG file to write.")] = None,  # noqa: UP045
+    seed: Annotated[int, typer.Option(help="World seed.")] = 0,
+) -> None:
+    """Write a labelled PNG grid of a synthetic world."""
+    from lowlabel.data import synth
+
+    if n < 1:
+        raise LowlabelError("--n must be at least 1")
+    path = synth.preview(world, n=n, out=out or Path(f"{world}_preview.png"), seed=seed)
+    console.print(f"wrote {path}")
+
+
+def _register_method_commands() -> None:
+    for name, slug in METHOD_COMMANDS.items():
+        module_name = f"lowlabel.methods.{slug}.cli"
+        if registry.get(slug).ready and importlib.util.find_spec(module_name) is not None:
+            app.add_typer(importlib.import_module(module_name).app, name=name)
+
+
+_register_method_commands()
+
+
+def run() -> None:
+    """Entry point: user errors print one line and exit 2, without a traceback."""
+    try:
+        app(prog_name="lowlabel")
+    except LowlabelError as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        sys.exit(2)

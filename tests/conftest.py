@@ -1,0 +1,25 @@
+"""Shared test fixtures: a CPU runtime and the location of the real data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def cpu_runtime():
+    from lowlabel.engine import runtime as rt
+
+    return rt.init("cpu", seed=0)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the repository; tests that need it skip when it is absent (as on a user's machine)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (see README: where the official files come from)")
+    return SHARED_DATA
