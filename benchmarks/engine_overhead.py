@@ -11,9 +11,9 @@ import argparse
 import time
 
 import torch
-from _common import write_results
 from torch import nn
 
+from _common import write_results
 from lowlabel.engine import runtime as rt
 from lowlabel.engine.batches import TensorBatches
 from lowlabel.engine.trainer import TrainConfig, Trainer
