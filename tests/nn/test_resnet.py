@@ -39,3 +39,11 @@ def test_strict_load_across_instances_and_small_stem_mismatch():
     resnet18().load_state_dict(src.state_dict(), strict=True)
     with pytest.raises(RuntimeError):
         resnet18(small_stem=True).load_state_dict(src.state_dict(), strict=True)
+
+
+def test_width_scales_every_stage_and_keeps_key_names():
+    narrow = resnet18(num_classes=0, width=16, small_stem=True)
+    assert narrow.feature_dim == 128
+    assert narrow.forward_features(torch.randn(2, 3, 16, 16)).shape == (2, 128, 2, 2)
+    assert set(narrow.state_dict()) == set(resnet18(num_classes=0, small_stem=True).state_dict())
+    assert resnet50(num_classes=0, width=8).feature_dim == 256

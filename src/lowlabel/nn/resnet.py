@@ -51,6 +51,8 @@ class ResNet(nn.Module):
 
     `small_stem` replaces the 7x7/2 conv + max-pool by a 3x3/1 conv and no pool (for 32-64 px images); its conv1
     weight then has another shape, so a torchvision checkpoint loads into it only with strict=False.
+    `width` scales every stage (width, 2, 4, 8 x width channels; torchvision's layout is width 64): narrow networks
+    for CPU demos keep the same key names.
     `forward_features` returns the last feature map (B, C, H/32, W/32) (H/8 with the small stem).
     """
 
@@ -63,23 +65,26 @@ class ResNet(nn.Module):
         small_stem: bool = False,
         in_channels: int = 3,
         zero_init_residual: bool = False,
+        width: int = 64,
     ) -> None:
         super().__init__()
-        self.inplanes = 64
+        if width < 1:
+            raise ValueError(f"ResNet width must be positive, got {width}")
+        self.inplanes = width
         if small_stem:
-            self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
             self.maxpool: nn.Module = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
             self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.feature_dim = 512 * block.expansion
+        self.feature_dim = 8 * width * block.expansion
         self.fc: nn.Module = nn.Linear(self.feature_dim, num_classes) if num_classes > 0 else nn.Identity()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
