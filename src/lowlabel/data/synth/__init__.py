@@ -1,4 +1,4 @@
-"""Procedural worlds with exact ground truth, deterministic by seed (see docs/data.md).
+"""Procedural worlds with exact ground truth, deterministic by seed (see docs/data.md and docs/data/<world>.md).
 
 Each world module defines a plain generator, a `torch.utils.data.Dataset` view and
 `preview(n: int, out: Path, seed: int = 0) -> Path`, which writes a labelled PNG grid.
