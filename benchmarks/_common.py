@@ -6,6 +6,9 @@ Every script `benchmarks/<name>.py` runs standalone (`python benchmarks/<name>.p
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
 import os
 import platform
@@ -25,8 +28,17 @@ def _status_kib(key: str) -> int:
     return 0
 
 
+def _release_free_heap() -> None:
+    """Return freed heap pages to the OS (glibc malloc_trim), so that memory freed by an earlier measurement does not
+    hide the next one's growth: the peak is measured as resident-set growth above the baseline."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def reset_peak() -> int:
     """Reset the process's peak resident set (Linux clear_refs) and return the current RSS in bytes."""
+    gc.collect()
+    _release_free_heap()
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
