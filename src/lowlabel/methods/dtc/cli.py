@@ -1,0 +1,152 @@
+"""`lowlabel dtc ...`: train on the LA layout, segment volumes into NIfTI/HDF5 masks, evaluate with per-case metrics.
+
+No torch import at module level: the commands import what they need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lowlabel.errors import LowlabelError
+
+console = Console()
+app = typer.Typer(help="DTC: semi-supervised 3D segmentation (train, segment, eval).", no_args_is_help=True)
+
+Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
+Threads = Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")]
+
+
+def _config(config: Path | None, overrides: list[str]) -> object:
+    from lowlabel.engine.config import load_config
+    from lowlabel.methods.dtc.recipe import Config
+
+    return load_config(Config, config, overrides)
+
+
+def _threads(threads: int) -> None:
+    import torch
+
+    if threads < 0:
+        raise LowlabelError(f"--threads {threads}: must be 0 (default) or positive")
+    if threads:
+        torch.set_num_threads(threads)
+
+
+@app.command()
+def train(
+    data: Annotated[Optional[Path], typer.Option(help="LA layout root (train.list/test.list); none: volumes world.")] = None,  # noqa: UP045, E501
+    labelled: Annotated[int, typer.Option(help="The first N cases of train.list are labelled.")] = 16,
+    scale: Annotated[float, typer.Option(help="Resample volumes by this factor (patch/stride follow).")] = 1.0,
+    iterations: Annotated[int, typer.Option(help="Training steps; lr milestones and ramp scale with it.")] = 6000,
+    n_filters: Annotated[int, typer.Option(help="V-Net base width (16 official).")] = 16,
+    supervised: Annotated[bool, typer.Option(help="Baseline: same V-Net, labelled cases only, Dice.")] = False,
+    out: Annotated[Path, typer.Option(help="Root folder of runs.")] = Path("runs"),
+    config: Annotated[Optional[Path], typer.Option(help="YAML config file.")] = None,  # noqa: UP045
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key a.b=c.")] = None,  # noqa: UP045
+    resume: Annotated[Optional[Path], typer.Option(help="Run folder to continue.")] = None,  # noqa: UP045
+    threads: Threads = 0,
+    device: Device = "auto",
+) -> None:
+    """Train DTC (or --supervised) and evaluate the last iteration on test.list; prints the run folder."""
+    import dataclasses
+    import json
+
+    from lowlabel.engine import config as cfg_mod
+    from lowlabel.engine import rundir
+    from lowlabel.engine import runtime as rt
+    from lowlabel.methods.dtc import recipe
+
+    _threads(threads)
+    if resume is not None:
+        cfg = _config(resume / "config.yaml", set_ or [])
+    else:
+        cfg = _config(config, set_ or [])
+        cfg = dataclasses.replace(cfg, labelled=labelled, scale=scale, n_filters=n_filters)
+        if supervised:
+            cfg = dataclasses.replace(cfg, unlabelled_bs=0, consistency=0.0, beta=0.0)
+        cfg = recipe.with_steps(cfg, iterations)
+    runtime = rt.init(device, seed=cfg.train.seed)
+    run_dir = resume if resume is not None else rundir.new_run_dir(out, "dtc")
+    cfg_mod.save_config(cfg, run_dir / "config.yaml")
+    summary = recipe.train(cfg, data=data, run_dir=run_dir, runtime=runtime, resume=resume is not None)
+    console.print(f"run folder: {run_dir}")
+    console.print_json(json.dumps({k: v for k, v in summary.items() if k != "test_cases"}, default=str))
+
+
+def _run_config(model: Path, config: Path | None) -> object:
+    run_config = model.resolve().parent.parent / "config.yaml"
+    return _config(config or (run_config if run_config.is_file() else None), [])
+
+
+@app.command()
+def segment(
+    model: Annotated[Path, typer.Argument(help="Checkpoint written by `lowlabel dtc train`.")],
+    volumes: Annotated[list[Path], typer.Argument(help="Volumes to segment (.h5 with 'image', .nii, .nii.gz).")],
+    out: Annotated[Path, typer.Option(help="Folder for the predicted masks.")] = Path("dtc_masks"),
+    fmt: Annotated[str, typer.Option("--format", help="nifti or h5.")] = "nifti",
+    config: Annotated[Optional[Path], typer.Option(help="Config (default: the run's config.yaml).")] = None,  # noqa: UP045
+    threads: Threads = 0,
+    device: Device = "auto",
+) -> None:
+    """Segment volumes with the sliding window; writes <name>_mask.nii.gz (or .h5 with 'label' and 'prob')."""
+    from lowlabel.data.io import write_h5, write_nifti
+    from lowlabel.engine import runtime as rt
+    from lowlabel.methods.dtc import recipe
+    from lowlabel.methods.dtc.data import read_volume
+    from lowlabel.methods.dtc.inference import segment_volume
+
+    if fmt not in ("nifti", "h5"):
+        raise LowlabelError(f"--format {fmt}: use nifti or h5")
+    _threads(threads)
+    cfg = _run_config(model, config)
+    net = recipe.load_model(cfg, model, rt.init(device).device)
+    for path in volumes:
+        image, spacing = read_volume(path)
+        mask, prob = segment_volume(net, image, patch=recipe.effective_patch(cfg), stride=recipe.effective_stride(cfg),
+                                    scale=cfg.scale, threshold=cfg.threshold, keep_largest=cfg.keep_largest,
+                                    batch_size=cfg.infer_batch)
+        stem = path.name.split(".")[0] if path.name != "mri_norm2.h5" else path.parent.name
+        if fmt == "nifti":
+            target = write_nifti(out / f"{stem}_mask.nii.gz", mask, spacing)
+        else:
+            target = write_h5(out / f"{stem}_mask.h5", label=mask, prob=prob.astype("float32"))
+        console.print(f"{path} -> {target} ({int(mask.sum())} foreground voxels)")
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Checkpoint written by `lowlabel dtc train`.")],
+    data: Annotated[Optional[Path], typer.Option(help="LA layout root; none: the volumes world.")] = None,  # noqa: UP045
+    config: Annotated[Optional[Path], typer.Option(help="Config (default: the run's config.yaml).")] = None,  # noqa: UP045
+    overlay: Annotated[Optional[str], typer.Option(help="Case id: write <out>/<case>_overlay.png.")] = None,  # noqa: UP045
+    out: Annotated[Path, typer.Option(help="Folder for the overlay PNG.")] = Path("."),
+    threads: Threads = 0,
+    device: Device = "auto",
+) -> None:
+    """Per-case and mean Dice / Jaccard / 95HD / ASD (voxels) of a checkpoint on test.list."""
+    from lowlabel.engine import runtime as rt
+    from lowlabel.methods.dtc import recipe
+    from lowlabel.methods.dtc.plots import overlay_png
+
+    _threads(threads)
+    cfg = _run_config(model, config)
+    net = recipe.load_model(cfg, model, rt.init(device).device)
+    cases = recipe.load_split(cfg, data, "test", 1.0)
+    rows = recipe.evaluate_cases(net, cfg, cases)
+    table = Table(title=f"dtc: {model}")
+    for column in ("case", "dice", "jaccard", "hd95", "asd"):
+        table.add_column(column, justify="right")
+    for row in [*rows, {"case": "mean", **recipe.mean_metrics(rows)}]:
+        table.add_row(row["case"], *(f"{row[k]:.4f}" for k in ("dice", "jaccard", "hd95", "asd")))
+    console.print(table)
+    if overlay is not None:
+        chosen = [c for c in cases if c.name == overlay]
+        if not chosen:
+            raise LowlabelError(f"--overlay {overlay}: not a test case; choose one of {[c.name for c in cases][:5]}...")
+        path = overlay_png(net, cfg, chosen[0], out / f"{overlay}_overlay.png")
+        console.print(f"wrote {path}")

@@ -1,0 +1,106 @@
+"""DTC recipe and CLI: a short run on the volumes world lowers the loss; segment writes masks; eval prints metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lowlabel.data.io import read_h5_volume, read_nifti, write_nifti
+from lowlabel.data.synth.volumes import VolumeConfig, write_la_layout
+from lowlabel.engine import runtime as rt
+from lowlabel.engine.config import save_config
+from lowlabel.methods.dtc import recipe
+from lowlabel.methods.dtc.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """One torch thread: these tiny networks gain nothing from more, and a shared CPU makes spinning threads slow."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny(steps: int) -> recipe.Config:
+    cfg = recipe.Config(labelled=2, n_filters=2, patch=[16, 16, 16], stride=[8, 8, 8],
+                        synthetic=recipe.SyntheticConfig(n_train=6, n_test=2, shape=[24, 24, 20]))
+    cfg = recipe.with_steps(cfg, steps)
+    return dataclasses.replace(cfg, lr=0.05, train=dataclasses.replace(cfg.train, log_every=1, seed=0))
+
+
+def test_consistency_ramp_official_values() -> None:
+    assert recipe.consistency_ramp(0) == pytest.approx(0.006737947)
+    assert recipe.consistency_ramp(149) == recipe.consistency_ramp(0)
+    assert recipe.consistency_ramp(6000) == pytest.approx(1.0)
+    assert recipe.consistency_ramp(3000) == pytest.approx(np.exp(-5 * 0.5**2))
+
+
+def test_with_steps_scales_schedules() -> None:
+    cfg = recipe.with_steps(recipe.Config(), 600)
+    assert cfg.train.max_steps == 600 and cfg.lr_milestones == [250, 500] and cfg.ramp_every == 15
+
+
+def test_short_training_lowers_the_loss(tmp_path: Path) -> None:
+    cfg = _tiny(24)
+    summary = recipe.train(cfg, data=None, run_dir=tmp_path, runtime=rt.init("cpu", seed=0), resume=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    dice = [r["dice"] for r in rows if "dice" in r]
+    assert len(dice) == 24 and {"dice", "lsf", "dtc"} <= set(rows[-1])
+    assert np.mean(dice[-6:]) < np.mean(dice[:6]) - 0.02
+    assert set(summary["test"]) == {"dice", "jaccard", "hd95", "asd"} and len(summary["test_cases"]) == 2
+
+
+def test_cli_train_segment_eval(tmp_path: Path) -> None:
+    root = write_la_layout(tmp_path / "la", n_train=4, n_test=1, seed=1, cfg=VolumeConfig(shape=(24, 24, 20)))
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--data", str(root), "--labelled", "2", "--iterations", "2",
+                                 "--n-filters", "2", "--set", "patch=[16,16,16]", "--set", "stride=[8,8,8]",
+                                 "--out", str(tmp_path / "runs"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    ckpts = sorted((tmp_path / "runs").glob("dtc/*/checkpoints/*.pt"))
+    assert ckpts, result.output
+    name = (root / "test.list").read_text().split()[0]
+    volume = root / name / "mri_norm2.h5"
+    write_nifti(tmp_path / "vol.nii.gz", read_h5_volume(volume)["image"], (0.625, 0.625, 0.625))
+    result = runner.invoke(app, ["segment", str(ckpts[-1]), str(volume), str(tmp_path / "vol.nii.gz"),
+                                 "--out", str(tmp_path / "masks"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    mask, spacing = read_nifti(tmp_path / "masks" / "vol_mask.nii.gz")
+    assert mask.shape == (24, 24, 20) and spacing == (0.625, 0.625, 0.625) and set(np.unique(mask)) <= {0, 1}
+    h5_mask, _ = read_nifti(tmp_path / "masks" / f"{name}_mask.nii.gz")
+    np.testing.assert_array_equal(h5_mask, mask)
+    result = runner.invoke(app, ["eval", str(ckpts[-1]), "--data", str(root), "--overlay", name,
+                                 "--out", str(tmp_path), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "mean" in result.output and (tmp_path / f"{name}_overlay.png").stat().st_size > 0
+
+
+def test_load_model_rejects_other_width(tmp_path: Path) -> None:
+    cfg = _tiny(1)
+    torch.save({"model": recipe.build_model(cfg).state_dict()}, tmp_path / "w.pt")
+    save_config(cfg, tmp_path / "config.yaml")
+    with pytest.raises(ValueError, match="n_filters"):
+        recipe.load_model(dataclasses.replace(cfg, n_filters=3), tmp_path / "w.pt", torch.device("cpu"))
+
+
+def test_smoke_case_one_step() -> None:
+    case = recipe.smoke_case(rt.init("cpu", seed=0))
+    out = case.step_fn(case.model, case.batch, 0)
+    total = sum(out.values())
+    total.backward()
+    assert all(torch.isfinite(v) for v in out.values())
+    assert all(p.grad is not None for p in case.model.parameters())
+
+
+def test_scale_resamples_synthetic_cases_and_patch() -> None:
+    cfg = dataclasses.replace(_tiny(1), scale=0.5, patch=[40, 40, 40], stride=[9, 9, 4])
+    cases = recipe.load_split(cfg, None, "train", cfg.scale)
+    assert cases[0].image.shape == cases[0].label.shape == (12, 12, 10)
+    assert recipe.effective_patch(cfg) == [16, 16, 16] and recipe.effective_stride(cfg) == [4, 4, 2]
