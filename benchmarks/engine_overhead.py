@@ -2,12 +2,15 @@
 
 Both loops draw the same batches from tensors in memory, run forward, backward and an SGD step. Runs alternate
 (bare, trainer, bare, trainer, ...) so that load from other processes hits both alike; the best of the repeats is
-reported. `python benchmarks/engine_overhead.py [--quick]`.
+reported, as process CPU time per step (robust on a shared machine) and wall time per step.
+`python benchmarks/engine_overhead.py [--quick]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import time
 
 import torch
@@ -34,9 +37,9 @@ def step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> 
     return {"ce": nn.functional.cross_entropy(model(x), y)}
 
 
-def bare(model: nn.Module, source: TensorBatches, steps: int) -> float:
+def bare(model: nn.Module, source: TensorBatches, steps: int) -> tuple[float, float]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     done = 0
     while done < steps:
         for x, y in source.epoch(done // source.steps_per_epoch):
@@ -47,15 +50,16 @@ def bare(model: nn.Module, source: TensorBatches, steps: int) -> float:
             done += 1
             if done == steps:
                 break
-    return (time.perf_counter() - t0) / steps
+    return (time.process_time() - c0) / steps, (time.perf_counter() - t0) / steps
 
 
-def engine(model: nn.Module, source: TensorBatches, steps: int, runtime: rt.Runtime) -> float:
+def engine(model: nn.Module, source: TensorBatches, steps: int, runtime: rt.Runtime) -> tuple[float, float]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     trainer = Trainer(model, opt, step, config=TrainConfig(max_steps=steps, log_every=50), runtime=runtime)
-    t0 = time.perf_counter()
-    trainer.fit(source)
-    return (time.perf_counter() - t0) / steps
+    c0, t0 = time.process_time(), time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # the trainer's progress lines are not part of the measurement
+        trainer.fit(source)
+    return (time.process_time() - c0) / steps, (time.perf_counter() - t0) / steps
 
 
 def main() -> None:
@@ -73,9 +77,11 @@ def main() -> None:
         for _ in range(repeats):
             bare_times.append(bare(build(width, depth), source, steps))
             engine_times.append(engine(build(width, depth), source, steps, runtime))
-        b, e = min(bare_times), min(engine_times)
+        bc, bw = min(t[0] for t in bare_times), min(t[1] for t in bare_times)
+        ec, ew = min(t[0] for t in engine_times), min(t[1] for t in engine_times)
         rows.append({"model": name, "params": sum(p.numel() for p in build(width, depth).parameters()),
-                     "bare_ms_per_step": 1e3 * b, "trainer_ms_per_step": 1e3 * e, "ratio": e / b})
+                     "bare_cpu_ms": 1e3 * bc, "trainer_cpu_ms": 1e3 * ec, "ratio_cpu": ec / bc,
+                     "bare_wall_ms": 1e3 * bw, "trainer_wall_ms": 1e3 * ew, "ratio_wall": ew / bw})
     write_results("engine_overhead", rows, notes=f"batch 256, {steps} steps per run, best of {repeats} alternating "
                   f"runs, {torch.get_num_threads()} threads")
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
-from torch.utils.data import Dataset
 
+from lowlabel.data.synth.base import SeededDataset
 from lowlabel.errors import LowlabelError
+from lowlabel.report.figures import save_figure
 
 
 def _axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -317,37 +318,29 @@ def image_pair(rng: np.random.Generator, cfg: ImagePairConfig | None = None) -> 
 # ------------------------------------------------------------------------------------------ datasets, preview
 
 
-class PointCloudPairs(Dataset):
+class PointCloudPairs(SeededDataset):
     """Torch view: item i = point_cloud_pair(default_rng([seed, i]), cfg) as a dict of tensors (float32 clouds,
     float64 R and t, int64 correspondences, float overlap). Sizes vary: use batch_size=1 or a list collate."""
 
     def __init__(self, n: int, seed: int = 0, cfg: CloudConfig | None = None) -> None:
-        self.n, self.seed, self.cfg = n, seed, cfg or CloudConfig()
-
-    def __len__(self) -> int:
-        return self.n
+        super().__init__(n, seed)
+        self.cfg = cfg or CloudConfig()
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not 0 <= index < self.n:
-            raise IndexError(f"pair {index} out of range for {self.n} pairs")
-        pair = point_cloud_pair(np.random.default_rng([self.seed, index]), self.cfg)
+        pair = point_cloud_pair(self.rng(index), self.cfg)
         return {k: torch.as_tensor(v) for k, v in vars(pair).items()}
 
 
-class ImagePairs(Dataset):
+class ImagePairs(SeededDataset):
     """Torch view: item i = image_pair(default_rng([seed, i]), cfg) as tensors; img1/img2 float32 (3, H, W) in
     [0, 1], depth float32 (H, W), planes int64 (H, W), K/R/t float64, F float64 (3, 3)."""
 
     def __init__(self, n: int, seed: int = 0, cfg: ImagePairConfig | None = None) -> None:
-        self.n, self.seed, self.cfg = n, seed, cfg or ImagePairConfig()
-
-    def __len__(self) -> int:
-        return self.n
+        super().__init__(n, seed)
+        self.cfg = cfg or ImagePairConfig()
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not 0 <= index < self.n:
-            raise IndexError(f"pair {index} out of range for {self.n} pairs")
-        pair = image_pair(np.random.default_rng([self.seed, index]), self.cfg)
+        pair = image_pair(self.rng(index), self.cfg)
         out = {k: torch.as_tensor(v) for k, v in vars(pair).items() if k not in ("img1", "img2", "planes1", "planes2")}
         for k in ("img1", "img2"):
             out[k] = torch.from_numpy(getattr(pair, k)).permute(2, 0, 1).float() / 255
@@ -385,8 +378,4 @@ def preview(n: int, out: Path, seed: int = 0) -> Path:
             ax.set_title(f"{name}: baseline {baseline:.2f} m, rotation {angle:.1f}°", fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=80)

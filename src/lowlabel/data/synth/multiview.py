@@ -18,6 +18,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from lowlabel.errors import LowlabelError
+from lowlabel.report.figures import save_figure
 
 _MAX_VIEWS = 30  # the subset code below uses one bit per view
 
@@ -178,8 +179,4 @@ def preview(n: int, out: Path, seed: int = 0) -> Path:
             title = f"y={data.labels[i]} #{src[0]} {data.angles[i]:+.0f}°" if v == 0 else f"view 2: #{src[1]}"
             ax.set_title(title, fontsize=7)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=90)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lowlabel.data.synth.base import SeededDataset
 from lowlabel.data.synth.shapes_text import (
     COLOURS,
     FAMILY_OF_SHAPE,
@@ -29,6 +30,7 @@ from lowlabel.data.synth.shapes_text import (
     scene_similarity_matrix,
 )
 from lowlabel.errors import LowlabelError
+from lowlabel.report.figures import save_figure
 
 __all__ = [
     "COLOURS",
@@ -319,7 +321,7 @@ def generate_scene(rng: np.random.Generator, cfg: ShapesConfig | None = None) ->
                  cfg.domain)  # fmt: skip
 
 
-class ShapesDataset(torch.utils.data.Dataset):
+class ShapesDataset(SeededDataset):
     """`n` shapes scenes; item i is generated from `np.random.default_rng([seed, i])` on demand (nothing stored).
 
     Items are dicts of tensors that the default collate stacks (objects padded to M = cfg.max_objects, or 1 when
@@ -332,18 +334,12 @@ class ShapesDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, n: int, seed: int = 0, cfg: ShapesConfig | None = None) -> None:
-        if n < 0:
-            raise LowlabelError(f"ShapesDataset n={n}: the number of scenes cannot be negative")
-        self.n, self.seed, self.cfg = n, seed, cfg or ShapesConfig()
-
-    def __len__(self) -> int:
-        return self.n
+        super().__init__(n, seed)
+        self.cfg = cfg or ShapesConfig()
 
     def scene(self, i: int) -> Scene:
         """The raw Scene of item i (all ground truth, numpy arrays)."""
-        if not 0 <= i < self.n:
-            raise IndexError(f"scene index {i} out of range for a ShapesDataset of {self.n}")
-        return generate_scene(np.random.default_rng([self.seed, i]), self.cfg)
+        return generate_scene(self.rng(i), self.cfg)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = self.scene(i)
@@ -404,8 +400,4 @@ def preview(n: int = 8, out: Path = Path("shapes_preview.png"), seed: int = 0) -
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
-from torch.utils.data import Dataset
 
 from lowlabel.data.io import write_h5
+from lowlabel.data.synth.base import SeededDataset
 from lowlabel.errors import LowlabelError
+from lowlabel.report.figures import save_figure
 
 # Index pairs i <= j and triples i <= j <= k of the direction monomials u_i u_j and u_i u_j u_k: with the three
 # u_i these are the 19 monomials of degree 1 to 3 (coefficients stored in that order: 3, 6, 10).
@@ -194,22 +195,18 @@ def generate_volume(rng: np.random.Generator, cfg: VolumeConfig | None = None) -
     return image.astype(np.float32), label
 
 
-class VolumesDataset(Dataset):
+class VolumesDataset(SeededDataset):
     """Torch view of the volumes world: item i = {'image': float32 (1, H, W, D), 'label': int64 (H, W, D)},
     generated from np.random.default_rng([seed, i]) (the same in any process or DataLoader worker)."""
 
     def __init__(self, n: int, seed: int = 0, cfg: VolumeConfig | None = None) -> None:
         if n < 1:
             raise LowlabelError(f"VolumesDataset n={n}: need at least one volume")
-        self.n, self.seed, self.cfg = n, seed, cfg or VolumeConfig()
-
-    def __len__(self) -> int:
-        return self.n
+        super().__init__(n, seed)
+        self.cfg = cfg or VolumeConfig()
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not 0 <= index < self.n:
-            raise IndexError(f"volume {index} out of range for {self.n} volumes")
-        image, label = generate_volume(np.random.default_rng([self.seed, index]), self.cfg)
+        image, label = generate_volume(self.rng(index), self.cfg)
         return {"image": torch.from_numpy(image)[None], "label": torch.from_numpy(label).long()}
 
 
@@ -255,8 +252,4 @@ def preview(n: int, out: Path, seed: int = 0) -> Path:
             ax.set_title(f"vol {i}: {name}={k}", fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=80)

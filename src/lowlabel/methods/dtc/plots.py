@@ -10,6 +10,7 @@ from torch import nn
 
 from lowlabel.methods.dtc.data import Case
 from lowlabel.methods.dtc.inference import segment_volume
+from lowlabel.report.figures import save_figure
 
 
 def overlay_png(model: nn.Module, cfg: object, case: Case, out: Path) -> Path:
@@ -42,8 +43,4 @@ def overlay_png(model: nn.Module, cfg: object, case: Case, out: Path) -> Path:
         ax.axis("off")
     fig.suptitle("green: ground truth, red: DTC prediction", fontsize=9)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=90)
