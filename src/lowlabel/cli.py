@@ -33,7 +33,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Synthetic worlds with exact ground truth.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-# Sub-command groups of methods: command name -> method slug. Registered once the method is ready.
+# Sub-command groups of methods: command name -> method slug. They do real work on the user's files, so they are
+# offered as soon as the method's cli module exists; `demo`/`train`/`eval` still refuse a planned method.
 METHOD_COMMANDS = {
     "completer": "completer",
     "fiqa": "sdd_fiqa",
@@ -182,7 +183,7 @@ def data_preview(
 def _register_method_commands() -> None:
     for name, slug in METHOD_COMMANDS.items():
         module_name = f"lowlabel.methods.{slug}.cli"
-        if registry.get(slug).ready and importlib.util.find_spec(module_name) is not None:
+        if importlib.util.find_spec(module_name) is not None:
             app.add_typer(importlib.import_module(module_name).app, name=name)
 
 
