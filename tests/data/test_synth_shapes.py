@@ -312,16 +312,29 @@ def test_judge_values() -> None:
     # same shapes and geometry, other colours: nothing shared
     z = scene([(0, 2, 0), (1, 3, 1)], [(0, "left-of", 1)])
     assert scene_similarity(x, z) == 0.0
-    # no objects at all on both sides counts as identical
+    # two one-object scenes: both relation sets are empty, so that component is left out of the mean
+    assert scene_similarity(scene([(0, 0, 0)], []), scene([(1, 1, 1)], [])) == 0.0  # not 1/3
+    assert scene_similarity(scene([(0, 0, 0)], []), scene([(0, 0, 2)], [])) == pytest.approx((1 + 0) / 2)
+    # one empty relation set against a non-empty one still counts (Jaccard 0): J = 1/2, 1/2, 0
+    assert scene_similarity(scene([(0, 0, 0)], []), x) == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)
+    # no objects at all on both sides counts as identical; against a non-empty scene it shares nothing
     assert scene_similarity(scene([], []), scene([], [])) == 1.0
+    assert scene_similarity(scene([], []), x) == 0.0
 
 
 def test_batched_judge_equals_pairwise() -> None:
     items = _scenes(ShapesConfig(), n=14) + _scenes(ShapesConfig(single_object=True), n=4)
+    items.append(dataclasses.replace(items[0], objects=[], relations=[]))  # all key sets empty
     m = scene_similarity_matrix(items)
     ref = np.array([[scene_similarity(p, q) for q in items] for p in items])
     np.testing.assert_allclose(m, ref, atol=1e-12)
     np.testing.assert_allclose(np.diag(m), 1.0)
+    single = [i for i, x in enumerate(items) if len(x.objects) == 1]
+    assert len(single) >= 4 and m[-1, :-1].max() == 0.0
+    for i, j in itertools.combinations(single, 2):  # relation-less pairs: mean of the two object Jaccards only
+        p, q = items[i].objects[0], items[j].objects[0]
+        same = (p.shape, p.colour) == (q.shape, q.colour)
+        assert m[i, j] == (0.0 if not same else (1.0 + (p.size == q.size)) / 2)
     np.testing.assert_allclose(scene_similarity_matrix(items[:3], items[5:]), ref[:3, 5:], atol=1e-12)
 
 

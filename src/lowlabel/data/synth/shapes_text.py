@@ -202,15 +202,14 @@ def _key_sets(scene: Scene) -> tuple[set, set, set]:
 
 
 def scene_similarity(a: Scene, b: Scene) -> float:
-    """Ground-truth similarity of two scenes: mean Jaccard index of their three key sets (see `_key_sets`).
+    """Ground-truth similarity of two scenes: mean Jaccard index of their key sets (see `_key_sets`).
 
-    Jaccard(A, B) = |A & B| / |A | B|, taken as 1 when both sets are empty. In [0, 1], symmetric, 1 for equal graphs.
+    Jaccard(A, B) = |A & B| / |A | B|. A component whose two sets are both empty (e.g. the relation sets of two
+    one-object scenes) carries no evidence and is left out: the mean runs over the components with a non-empty union,
+    and two scenes whose sets are all empty score 1. In [0, 1], symmetric, 1 for equal graphs.
     """
-    total = 0.0
-    for x, y in zip(_key_sets(a), _key_sets(b), strict=True):
-        union = len(x | y)
-        total += len(x & y) / union if union else 1.0
-    return total / 3.0
+    scores = [len(x & y) / len(x | y) for x, y in zip(_key_sets(a), _key_sets(b), strict=True) if x or y]
+    return sum(scores) / len(scores) if scores else 1.0
 
 
 def _multi_hot(scenes: Sequence[Scene]) -> list[sparse.csr_matrix]:
@@ -238,13 +237,16 @@ def scene_similarity_matrix(a: Sequence[Scene], b: Sequence[Scene] | None = None
     """All-pairs `scene_similarity`: (len(a), len(b)) float64 matrix (b defaults to a).
 
     Key sets become sparse multi-hot rows X, Y; |A & B| = X Y^T and |A | B| = |A| + |B| - |A & B|, so each Jaccard
-    index is one sparse matrix product; empty-empty pairs count as 1 as in the pairwise version.
+    index is one sparse matrix product. As in the pairwise version, a component with an empty union is left out of
+    the mean, and pairs with every union empty score 1.
     """
     xs = _multi_hot(a)
     ys = xs if b is None else _multi_hot(b)
-    out = np.zeros((xs[0].shape[0], ys[0].shape[0]))
+    total = np.zeros((xs[0].shape[0], ys[0].shape[0]))
+    counted = np.zeros_like(total)
     for x, y in zip(xs, ys, strict=True):
         inter = (x @ y.T).toarray()
         union = np.asarray(x.sum(1)) + np.asarray(y.sum(1)).T - inter
-        out += np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-    return out / 3.0
+        total += inter / np.maximum(union, 1)  # inter = 0 where union = 0
+        counted += union > 0
+    return np.where(counted > 0, total / np.maximum(counted, 1), 1.0)

@@ -1,0 +1,139 @@
+"""Embedding many graphs, the exported model file, and the faiss inner-product index used by `lowlabel sgr`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lowlabel.engine import checkpoint as ckpt
+from lowlabel.errors import LowlabelError
+from lowlabel.methods.sg_retrieval.graphs import PackedGraphs
+from lowlabel.methods.sg_retrieval.model import GraphEmbedding
+from lowlabel.nn.text import label_embedder
+
+
+@dataclass
+class ModelSpec:
+    """What rebuilds a trained GraphEmbedding: its keyword arguments and the label embedder of its node features."""
+
+    in_dim: int
+    hidden: int
+    layers: int
+    conv: str
+    gin_mlp_hidden: int
+    official_padding: bool
+    label_embedder: str
+
+    def build(self) -> GraphEmbedding:
+        kwargs = asdict(self)
+        kwargs.pop("label_embedder")
+        return GraphEmbedding(**kwargs)
+
+
+def export_model(model: GraphEmbedding, spec: ModelSpec, path: Path) -> Path:
+    """Write a self-describing weights-only file: {"spec": ModelSpec fields, "state_dict": ...}."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return ckpt.atomic_save({"spec": asdict(spec), "state_dict": state}, path)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GraphEmbedding, ModelSpec]:
+    """A model written by `export_model` (the `model.pt` of a training run), in eval mode on `device`."""
+    payload = ckpt.load(path, map_location="cpu")
+    if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
+        raise LowlabelError(
+            f"{path} is not an exported IRSGS model; pass the model.pt that `lowlabel train sg_retrieval` writes "
+            "in its run folder"
+        )
+    spec = ModelSpec(**payload["spec"])
+    model = spec.build()
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), spec
+
+
+@torch.no_grad()
+def embed_graphs(
+    model: GraphEmbedding, graphs: PackedGraphs, table: torch.Tensor, batch_size: int = 512
+) -> torch.Tensor:
+    """(G, H) unit embeddings of every packed graph, in order, `batch_size` graphs per sparse batch (batches in
+    order, so `official_padding` pads each batch as the official code does)."""
+    model.eval()
+    out = torch.empty(len(graphs), model.out_dim, device=table.device)
+    chunks = list(torch.split(torch.arange(len(graphs)), batch_size))
+    progress = None
+    if sys.stdout.isatty() and len(chunks) > 20:
+        from rich.progress import track
+
+        progress = track(chunks, description="embedding graphs")
+    for chunk in progress or chunks:
+        out[chunk.to(table.device)] = model(*graphs.batch(chunk, table))
+    return out
+
+
+def build_index(embeddings: torch.Tensor, ids: list[str], out: Path, meta: dict) -> Path:
+    """Write folder `out`: index.faiss (IndexFlatIP over the unit embeddings), ids.json, meta.json."""
+    import faiss
+
+    out.mkdir(parents=True, exist_ok=True)
+    index = faiss.IndexFlatIP(embeddings.shape[1])
+    index.add(np.ascontiguousarray(embeddings.detach().cpu().numpy(), dtype=np.float32))
+    faiss.write_index(index, str(out / "index.faiss"))
+    (out / "ids.json").write_text(json.dumps(ids))
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+class GraphIndex:
+    """A folder written by `build_index`: full-database search and re-ranking of candidate lists."""
+
+    def __init__(self, folder: str | Path) -> None:
+        import faiss
+
+        self.folder = Path(folder)
+        if not (self.folder / "index.faiss").is_file():
+            raise LowlabelError(
+                f"{self.folder} is not a graph index (no index.faiss); build one with `lowlabel sgr index`"
+            )
+        self.index = faiss.read_index(str(self.folder / "index.faiss"))
+        self.ids: list[str] = json.loads((self.folder / "ids.json").read_text())
+        self.meta: dict = json.loads((self.folder / "meta.json").read_text())
+        self.position = {image_id: i for i, image_id in enumerate(self.ids)}
+
+    def vector(self, image_id: str) -> np.ndarray:
+        """(H,) stored embedding of an indexed image."""
+        if image_id not in self.position:
+            raise LowlabelError(f"image id {image_id} is not in the index {self.folder} ({len(self.ids)} images)")
+        return self.index.reconstruct(self.position[image_id])
+
+    def search(self, query: np.ndarray, k: int, exclude: str | None = None) -> list[tuple[str, float]]:
+        """Top-k (id, score) by inner product over the whole database; `exclude` drops one id (the query itself)."""
+        extra = 1 if exclude is not None else 0
+        scores, found = self.index.search(np.ascontiguousarray(query[None], dtype=np.float32), k + extra)
+        hits = [(self.ids[j], float(s)) for j, s in zip(found[0], scores[0], strict=True) if j >= 0]
+        return [h for h in hits if h[0] != exclude][:k]
+
+    def rerank(self, query: np.ndarray, candidates: list[str]) -> list[tuple[str, float]]:
+        """The candidates (the official protocol's 100-image pool) sorted by score with the query, best first."""
+        missing = [c for c in candidates if c not in self.position]
+        if missing:
+            raise LowlabelError(f"candidate ids not in the index {self.folder}: {', '.join(missing[:5])}")
+        vectors = np.stack([self.vector(c) for c in candidates])
+        scores = vectors @ query
+        order = np.argsort(-scores, kind="stable")
+        return [(candidates[j], float(scores[j])) for j in order]
+
+
+def embed_records(model: GraphEmbedding, spec: ModelSpec, graphs: list, batch_size: int = 512) -> torch.Tensor:
+    """(G, H) embeddings of SceneGraphs with the node features of the model's label embedder."""
+    packed = PackedGraphs(graphs)
+    device = next(model.parameters()).device
+    table = packed.label_table(label_embedder(spec.label_embedder)).to(device)
+    if table.shape[1] != spec.in_dim:
+        raise LowlabelError(
+            f"label embedder '{spec.label_embedder}' gives {table.shape[1]}-d features, the model expects {spec.in_dim}"
+        )
+    return embed_graphs(model, packed, table, batch_size)

@@ -1,0 +1,156 @@
+"""Graph construction, readers of the official formats (on files written here), errors, batching and pair sampling."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from lowlabel.engine import runtime as rt
+from lowlabel.errors import LowlabelError
+from lowlabel.methods.sg_retrieval.data import (
+    PairBatches,
+    caption_arrays,
+    read_captions,
+    read_graph_pickle,
+    read_vg_scene_graphs,
+)
+from lowlabel.methods.sg_retrieval.graphs import PackedGraphs, build_graph, clean_label, from_adjacency
+
+VG = [
+    {
+        "image_id": 11,
+        "objects": [
+            {"object_id": 100, "names": ["Man"], "attributes": ["tall", "smiling"]},
+            {"object_id": 101, "names": ["horse"]},
+        ],
+        "relationships": [{"relationship_id": 7, "predicate": "RIDING", "subject_id": 100, "object_id": 101}],
+    },
+    {
+        "image_id": 12,
+        "objects": [{"object_id": 5, "names": ["tree-top"], "attributes": []}, {"object_id": 6, "names": ["sky"]}],
+        "relationships": [{"relationship_id": 1, "predicate": "under", "subject": {"object_id": 6},
+                           "object": {"object_id": 5}}],
+    },
+]
+
+
+def test_build_graph_node_order_and_symmetric_adjacency():
+    g = build_graph("7", ["man", "horse"], [["tall"], ["brown", "big"]], [(0, "riding", 1), (1, "near", 0)])
+    assert g.node_labels == ["man", "horse", "tall", "brown", "big", "riding", "near"]
+    # directed: attr->object (2->0, 3->1, 4->1), subject->pred->object (0->5->1, 1->6->0)
+    assert sorted(map(tuple, g.edges.tolist())) == sorted([(2, 0), (3, 1), (4, 1), (0, 5), (5, 1), (1, 6), (6, 0)])
+    adj = g.adjacency()
+    expected = np.zeros((7, 7), dtype=np.uint8)
+    for a, b in [(2, 0), (3, 1), (4, 1), (0, 5), (5, 1), (1, 6), (6, 0)]:
+        expected[a, b] = expected[b, a] = 1
+    np.testing.assert_array_equal(adj, expected)
+    assert clean_label("Tree-Top!!  left_of") == "tree top left of"
+
+
+def test_malformed_graphs_name_the_record(tmp_path):
+    with pytest.raises(LowlabelError, match="image 9 has no object"):
+        build_graph("9", [], [], [])
+    with pytest.raises(LowlabelError, match=r"image 9: relation 0 \('on'\) links objects 0 -> 3"):
+        build_graph("9", ["a", "b"], [[], []], [(0, "on", 3)])
+    dangling = {"relationship_id": 44, "predicate": "on", "subject_id": 100, "object_id": 999}
+    bad = [{**VG[0], "relationships": [dangling]}]
+    with pytest.raises(LowlabelError, match=r"image 11, relationship 44.*object id 999"):
+        read_vg_scene_graphs(_write(tmp_path, bad))
+
+
+def _write(folder, obj, name="g.json"):
+    path = folder / name
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_read_vg_scene_graphs(tmp_path):
+    graphs = read_vg_scene_graphs(_write(tmp_path, VG))
+    assert [g.image_id for g in graphs] == ["11", "12"]
+    assert graphs[0].node_labels == ["man", "horse", "tall", "smiling", "riding"]
+    assert sorted(map(tuple, graphs[0].edges.tolist())) == [(0, 4), (2, 0), (3, 0), (4, 1)]
+    assert graphs[1].node_labels == ["tree top", "sky", "under"]
+    assert sorted(map(tuple, graphs[1].edges.tolist())) == [(1, 2), (2, 0)]
+
+
+def test_read_graph_pickle_official_layout(tmp_path):
+    adj = np.array([[0, 1, 0], [0, 0, 0], [1, 0, 0]], dtype=np.uint8)
+    records = [
+        {"node_labels": ["dog", "frisbee", "brown"], "adj": adj, "imgid": 3, "obj_labels": ["dog", "frisbee"],
+         "num_objs": 2, "num_rels": 0},
+        {"node_labels": ["cat"], "adj": np.zeros((1, 1), np.uint8), "cocoid": 8, "bboxes": np.zeros((1, 4))},
+    ]
+    path = tmp_path / "graphs.pkl"
+    path.write_bytes(pickle.dumps(records))
+    graphs = read_graph_pickle(path)
+    assert [g.image_id for g in graphs] == ["3", "8"]
+    np.testing.assert_array_equal(graphs[0].adjacency(), np.maximum(adj, adj.T))
+    path.write_bytes(pickle.dumps([{"node_labels": ["a", "b"], "adj": np.zeros((3, 3)), "imgid": 5}]))
+    with pytest.raises(LowlabelError, match="image 5: adj is"):
+        read_graph_pickle(path)
+    path.write_bytes(pickle.dumps([torch.nn.Linear]))  # arbitrary classes are refused, not executed
+    with pytest.raises(LowlabelError, match="refusing"):
+        read_graph_pickle(path)
+
+
+def test_read_captions_coco_and_karpathy(tmp_path):
+    coco = {"images": [{"id": 1}], "annotations": [{"image_id": 1, "caption": "a dog"}, {"image_id": 2, "caption": "x"},
+                                                   {"image_id": 1, "caption": "a brown dog"}]}
+    assert read_captions(_write(tmp_path, coco, "c.json")) == {"1": ["a dog", "a brown dog"], "2": ["x"]}
+    sentences = [{"raw": "A cat."}, {"raw": "cat"}]
+    karpathy = {"images": [{"imgid": 0, "cocoid": 42, "split": "test", "sentences": sentences},
+                           {"imgid": 1, "split": "train", "sentences": [{"raw": "sky"}]}]}
+    caps = read_captions(_write(tmp_path, karpathy, "k.json"))
+    assert caps == {"42": ["A cat.", "cat"], "1": ["sky"]}
+    texts, owner = caption_arrays(caps, ["1", "42"])
+    assert texts == ["sky", "A cat.", "cat"] and owner.tolist() == [0, 1, 1]
+    with pytest.raises(LowlabelError, match="image 7 has a scene graph but no caption"):
+        caption_arrays(caps, ["7"])
+
+
+def test_packed_batch_equals_each_graph(tmp_path):
+    from torch_geometric.utils import to_dense_adj
+
+    selfloop = from_adjacency("z", ["dog", "sky"], np.array([[1, 1], [1, 0]]))  # a self-loop and a two-way edge
+    graphs = [*read_vg_scene_graphs(_write(tmp_path, VG)), selfloop]
+    packed = PackedGraphs(graphs, vocab=["man", "horse", "sky", "dog"])  # other labels are unknown -> zero row
+    table = torch.arange(5 * 2, dtype=torch.float32).reshape(5, 2)
+    table[-1] = 0
+    table_out, edge_index, batch, num_graphs, labels = packed.batch(torch.tensor([2, 0, 1]), table)
+    x = table_out[labels]
+    assert num_graphs == 3 and x.shape == (2 + 5 + 3, 2) and batch.tolist() == [0] * 2 + [1] * 5 + [2] * 3
+    assert len(edge_index.T.unique(dim=0)) == edge_index.shape[1]  # each directed edge once
+    dense = to_dense_adj(edge_index, batch)
+    first = 0
+    for row, g in zip(range(3), [graphs[2], graphs[0], graphs[1]], strict=True):
+        n = len(g.node_labels)
+        np.testing.assert_array_equal(dense[row, :n, :n].numpy(), g.adjacency())
+        vocab_rows = [["man", "horse", "sky", "dog"].index(w) if w in ("man", "horse", "sky", "dog") else 4
+                      for w in g.node_labels]
+        torch.testing.assert_close(x[first : first + n], table[vocab_rows])
+        first += n
+    assert x[2].tolist() == table[0].tolist() and x[4].abs().sum() == 0  # 'tall' is not in the vocab
+
+
+def test_pair_sampler_half_from_top_range():
+    runtime = rt.init("cpu", seed=0)
+    n = 400
+    graphs = PackedGraphs([build_graph(str(i), ["a"], [[]], []) for i in range(n)])
+    rel = torch.rand(n, n, generator=torch.Generator().manual_seed(0))
+    rel = (rel + rel.T) / 2
+    batches = PairBatches(graphs, torch.zeros(2, 3), rel, 50, runtime, tail_range=10, seed=3)
+    anchors = torch.arange(n).repeat(20)
+    partners = batches.partners(anchors, torch.Generator().manual_seed(0))
+    assert not bool((partners == anchors).any())
+    masked = rel.clone().fill_diagonal_(-1)
+    in_top = (masked[anchors].argsort(1, descending=True)[:, :10] == partners[:, None]).any(1).float().mean()
+    # P(in top-10) = 0.5 + 0.5 * 10/399 ~= 0.5125; 8000 draws give a standard error of ~0.0056
+    assert abs(float(in_top) - (0.5 + 0.5 * 10 / 399)) < 0.03
+    graphs_batch, target = next(iter(batches.epoch(0)))
+    assert graphs_batch.num_graphs == 100 and target.shape == (50,)
+    again = next(iter(batches.epoch(0)))
+    torch.testing.assert_close(target, again[1])  # the order depends on (seed, epoch) only
