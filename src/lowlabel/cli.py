@@ -182,6 +182,8 @@ def data_preview(
 
 def _register_method_commands() -> None:
     for name, slug in METHOD_COMMANDS.items():
+        if importlib.util.find_spec(f"lowlabel.methods.{slug}") is None:  # the method package is not written yet
+            continue
         module_name = f"lowlabel.methods.{slug}.cli"
         if importlib.util.find_spec(module_name) is not None:
             app.add_typer(importlib.import_module(module_name).app, name=name)

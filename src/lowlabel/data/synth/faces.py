@@ -9,6 +9,7 @@ parts are evaluated only in their bounding window. Same seed -> byte-identical i
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from dataclasses import dataclass, field
@@ -173,6 +174,14 @@ def _stroke(u: np.ndarray, v: np.ndarray, p0: tuple[float, float], p1: tuple[flo
     return np.sqrt(du * du + dv * dv) - np.float32(r)
 
 
+@functools.lru_cache(maxsize=4096)
+def _prepare(key: bytes) -> tuple[dict[str, float], tuple[np.ndarray, ...]]:
+    """Parameters (as bytes of the float64 vector) -> name -> value, and skin, hair, iris, lip colours (3, 1, 1)."""
+    params = np.frombuffer(key, dtype=np.float64)
+    p = dict(zip(PARAM_NAMES, params.tolist(), strict=True))
+    return p, tuple(params[_COLOUR_AT[c] : _COLOUR_AT[c] + 3].astype(np.float32).reshape(3, 1, 1) for c in _COLOURS)
+
+
 _SCLERA, _PUPIL, _LID, _MOUTH, _TEETH = (np.array(c, np.float32).reshape(3, 1, 1) for c in (
     (0.96, 0.96, 0.94), (0.04, 0.03, 0.03), (0.12, 0.08, 0.07), (0.30, 0.06, 0.08), (0.95, 0.95, 0.90)))  # fmt: skip
 
@@ -189,23 +198,21 @@ def render_clean(
     """
     if not 0 <= expression < len(EXPRESSIONS):
         raise LowlabelError(f"expression={expression} is not an index into EXPRESSIONS (0..{len(EXPRESSIONS) - 1})")
-    p = dict(zip(PARAM_NAMES, params.tolist(), strict=True))
+    p, (skin, hair, iris, lip) = _prepare(np.asarray(params, dtype=np.float64).tobytes())
     actions = _EXPR_TABLE[0] + intensity * (_EXPR_TABLE[expression] - _EXPR_TABLE[0])
     e = dict(zip(_EXPR_FIELDS, actions.tolist(), strict=True))
-    skin, hair, iris, lip = (params[_COLOUR_AT[c] : _COLOUR_AT[c] + 3].astype(np.float32)[:, None, None]
-                             for c in _COLOURS)  # fmt: skip
     cv = _Canvas(size, nuisance)
     U, V = cv.U, cv.V
     AU = np.abs(U)
     a, b, cy = p["face_a"], p["face_b"], p["face_cy"]
     eye_y, mouth_y, eye_dx = cy + p["eye_y_f"] * b, cy + p["mouth_y_f"] * b, p["eye_dx"]
-    # long hair behind the head, neck, shirt
+    # long hair behind the head (its window also holds the hair cap), neck, shirt
     A, B, hcy = a + 0.8 * p["hair_thick"], b + p["hair_thick"], cy - 0.3 * p["hair_thick"]
-    bottom = max(cy + p["hair_len"], hcy)
-    w = cv.window(0.0, 0.5 * (hcy - B + bottom), A, 0.5 * (bottom - hcy + B))
-    u, v = U[w], V[w]
+    bottom = max(cy + p["hair_len"], hcy + B)
+    w_hair = cv.window(0.0, 0.5 * (hcy - B + bottom), A, 0.5 * (bottom - hcy + B))
+    u, v = U[w_hair], V[w_hair]
     d_hair = _ellipse(u, v - hcy, A, B)
-    cv.paint(w, np.where(v < cy, d_hair, np.maximum(AU[w] - A, v - (cy + p["hair_len"]))), hair * 0.85)
+    cv.paint(w_hair, np.where(v < cy, d_hair, np.maximum(AU[w_hair] - A, v - (cy + p["hair_len"]))), hair * 0.85)
     w = cv.window(0.0, cy + b + 0.3, 0.42 * a, 0.6)
     cv.paint(w, np.maximum(AU[w] - 0.42 * a, cy + 0.5 * b - V[w]), skin * 0.8)
     top = cy + b + 0.1
@@ -220,10 +227,9 @@ def render_clean(
     x2, y2 = np.minimum(x * x, np.float32(1.2)), np.minimum((vy * vy) * np.float32(1.0 / b**2), np.float32(1.2))
     d_face = (np.sqrt(x2 + y2 - p["face_square"] * x2 * y2) - 1.0) * np.float32(min(a, b))
     cv.paint(w, np.minimum(d_face, _ellipse(AU[w] - 0.97 * a, vy - (ey - cy), 0.55 * es, es)), skin)
-    w = cv.window(0.0, hcy, A, B)
-    u, v = U[w], V[w]
+    u, v = U[w_hair], V[w_hair]
     hl = (cy - b + 2.0 * b * p["hairline"]) + (p["temple"] * b / (a * a)) * u * u + p["hair_part"] * u
-    cv.paint(w, np.maximum(_ellipse(u, v - hcy, A, B), v - hl), hair)
+    cv.paint(w_hair, np.maximum(d_hair, v - hl), hair)
     # eyes: sclera, iris, pupil, lid outline
     ew, eh = p["eye_w"], p["eye_w"] * p["eye_h"]
     w = cv.window(0.0, eye_y, eye_dx + ew + 0.02, eh * e["eye"] + 0.02)
@@ -247,15 +253,14 @@ def render_clean(
         w = cv.window(0.0, fy, eye_dx, 0.06)
         v = np.abs(V[w] - fy) - np.float32(0.03)
         cv.paint(w, _stroke(AU[w], v, (0.0, 0.0), (eye_dx, 0.01), 0.008), skin * 0.7, e["forehead"])
-    # nose: ridge line, shadowed base, nostrils (+ disgust wrinkles)
+    # nose: shadowed base and nostrils at the tip (+ disgust wrinkles beside the bridge)
     nw, tip = p["nose_w"], eye_y + p["nose_len_f"] * b
-    w = cv.window(0.0, 0.5 * (eye_y + tip), nw + 0.03, 0.5 * (tip - eye_y) + 0.04)
-    u, v, au = U[w], V[w], AU[w]
-    ridge = _stroke(u, v, (0.25 * nw, eye_y + 0.08), (0.5 * nw, tip - 0.04), 0.012)
-    cv.paint(w, np.minimum(ridge, _stroke(u, v, (-nw, tip), (nw, tip), 0.02, -0.025)), skin * 0.65)
-    cv.paint(w, _ellipse(au - 0.5 * nw, v - tip, 0.35 * nw, 0.3 * nw), skin * 0.35)
+    w = cv.window(0.0, tip + 0.01, nw + 0.03, 0.06)
+    cv.paint(w, _stroke(U[w], V[w], (-nw, tip), (nw, tip), 0.02, -0.025), skin * 0.65)
+    cv.paint(w, _ellipse(AU[w] - 0.5 * nw, V[w] - tip, 0.35 * nw, 0.3 * nw), skin * 0.35)
     if e["nose"] > 0:
-        d = _stroke(au, v, (0.3 * nw, eye_y + 0.06), (0.9 * nw, eye_y + 0.12), 0.008)
+        w = cv.window(0.0, eye_y + 0.09, 0.9 * nw + 0.02, 0.05)
+        d = _stroke(AU[w], V[w], (0.3 * nw, eye_y + 0.06), (0.9 * nw, eye_y + 0.12), 0.008)
         cv.paint(w, d, skin * 0.6, e["nose"])
     # mouth: lips around a centre line yc(u) (corners lifted, tilted, dropped jaw), dark opening, teeth
     mw, h = p["mouth_w"] * e["width"], e["open"]
@@ -320,6 +325,12 @@ class FacesConfig:
             if not 0 <= lo <= hi:
                 raise LowlabelError(f"faces {name}={(lo, hi)} must satisfy 0 <= low <= high")
 
+    @functools.cached_property
+    def expression_cdf(self) -> list[float]:
+        """Cumulative normalised expression_probs."""
+        probs = np.asarray(self.expression_probs, dtype=np.float64)
+        return np.cumsum(probs / probs.sum()).tolist()
+
 
 @dataclass
 class FaceSample:
@@ -341,9 +352,9 @@ class FaceSample:
 
 def sample_nuisance(rng: np.random.Generator, cfg: FacesConfig) -> Nuisance:
     """Draw rotation, scale, shift, lighting, white balance and colours uniformly from the ranges in `cfg`."""
-    u = rng.random(7)
-    colours = rng.uniform(0.1, 0.9, 6)
-    wb = 1.0 + cfg.max_white_balance * (2.0 * rng.random(3) - 1.0)
+    u = rng.random(16)
+    colours = 0.1 + 0.8 * u[7:13]
+    wb = 1.0 + cfg.max_white_balance * (2.0 * u[13:16] - 1.0)
     return Nuisance(
         rotation=float((2 * u[0] - 1) * cfg.max_rotation),
         scale=float(cfg.scale_range[0] + u[1] * (cfg.scale_range[1] - cfg.scale_range[0])),
@@ -364,10 +375,9 @@ def sample_face(rng: np.random.Generator, cfg: FacesConfig, identity: int, seed:
     Deviation from the brief's `sample_face(rng, cfg)`: the identity (and the seed of its parameters) is passed in,
     since a sample always belongs to a known identity.
     """
-    probs = np.asarray(cfg.expression_probs, dtype=np.float64)
-    expression = int(np.searchsorted(np.cumsum(probs / probs.sum()), rng.random(), side="right"))
-    expression = min(expression, len(EXPRESSIONS) - 1)
-    intensity = float(rng.uniform(*cfg.intensity_range))
+    u = rng.random(2)
+    expression = min(bisect.bisect_right(cfg.expression_cdf, u[0]), len(EXPRESSIONS) - 1)
+    intensity = float(cfg.intensity_range[0] + u[1] * (cfg.intensity_range[1] - cfg.intensity_range[0]))
     nuisance = sample_nuisance(rng, cfg)
     deg = sample_degradation(rng, cfg.clean_fraction, cfg.apply_prob, cfg.max_strengths)
     image = render_face(identity_params(identity, seed), expression, nuisance, deg, cfg.size, intensity)
@@ -403,11 +413,11 @@ class FacesDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = self.sample(int(i))
         return {
-            "image": torch.from_numpy(s.image).permute(2, 0, 1).float().div_(255.0),
-            "identity": torch.tensor(s.identity, dtype=torch.int64),
-            "expression": torch.tensor(s.expression, dtype=torch.int64),
-            "quality": torch.tensor(s.quality, dtype=torch.float32),
-            "degradation": torch.tensor(list(s.strengths.values()), dtype=torch.float32),
+            "image": torch.from_numpy(s.image.transpose(2, 0, 1) * np.float32(1.0 / 255.0)),
+            "identity": torch.scalar_tensor(s.identity, dtype=torch.int64),
+            "expression": torch.scalar_tensor(s.expression, dtype=torch.int64),
+            "quality": torch.scalar_tensor(s.quality, dtype=torch.float32),
+            "degradation": torch.from_numpy(np.array(list(s.strengths.values()), dtype=np.float32)),
         }
 
 
@@ -427,7 +437,7 @@ def preview(n: int = 16, out: Path = Path("faces_preview.png"), seed: int = 0) -
         if i < n:
             s = data.sample(i)
             ax.imshow(s.image, interpolation="nearest")
-            degs = " ".join(f"{k[:4]} {v:.1f}" for k, v in s.strengths.items() if v > 0) or "clean"
+            degs = " ".join(f"{k[:4]} {v:.2g}" for k, v in s.strengths.items() if v > 0) or "clean"
             ax.set_title(f"id {s.identity} {EXPRESSIONS[s.expression]}\nq={s.quality:.2f}\n{degs}", fontsize=7)
     fig.tight_layout()
     out = Path(out)

@@ -9,6 +9,7 @@ sensor resolution -> sensor noise -> JPEG storage.
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 
@@ -20,9 +21,9 @@ from lowlabel.errors import LowlabelError
 DEGRADATIONS: tuple[str, ...] = ("occlusion", "blur", "lowres", "noise", "jpeg")
 """Names in order of application. Physical meaning of strength s (size = image side in pixels):
 occlusion: one flat-coloured axis-aligned rectangle covering round(s * size^2) pixels;
-blur: Gaussian blur with sigma = BLUR_SIGMA * s * size / 64 pixels (PIL's three-pass box approximation);
+blur: Gaussian blur, sigma = BLUR_SIGMA * s * size / 64 pixels (Pillow's three-box approximation: no BLAS threads);
 lowres: box-downsample to round(size / (1 + LOWRES_FACTOR * s)) pixels, bilinear upsample back;
-noise: additive Gaussian noise, std = NOISE_STD * s in [0, 1] intensity units, per pixel and channel;
+noise: additive Gaussian noise (`noise_field`), std = NOISE_STD * s in [0, 1] units, per pixel and channel;
 jpeg: JPEG round trip at quality `jpeg_quality(s)` = round(JPEG_Q0 * (JPEG_Q1 / JPEG_Q0) ** s) (none when s = 0)."""
 
 BLUR_SIGMA = 8.0
@@ -30,10 +31,12 @@ LOWRES_FACTOR = 15.0
 NOISE_STD = 0.3
 JPEG_Q0, JPEG_Q1 = 90, 5
 QUALITY_CURVES: dict[str, tuple[float, float]] = {
-    "occlusion": (0.23, 2.5), "blur": (0.47, 3.5), "lowres": (0.42, 3.3), "noise": (0.69, 3.5), "jpeg": (1.56, 1.9),
+    "occlusion": (0.16, 2.5), "blur": (0.57, 2.6), "lowres": (0.54, 2.3), "noise": (1.4, 2.1), "jpeg": (1.5, 3.2),
 }  # fmt: skip
-"""(h_k, n_k) of the factor f_k(s) = 1 / (1 + (s / h_k) ** n_k): h_k is the strength that halves recognisability.
-Fitted to the identification accuracy of a PCA(120)+LDA recogniser trained on clean faces (docs/data/faces.md)."""
+"""(h_k, n_k) of the factor f_k(s) = 1 / (1 + (s / h_k) ** n_k); h_k is the strength that alone halves the quality.
+h_k is the geometric mean, n_k the mean, of the Hill curves fitted to the recognisability of two recognisers (PCA+LDA
+trained on clean faces; a small CNN trained on the default mix), rounded: benchmarks/synth_faces.py --calibrate,
+docs/data/faces.md."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,23 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=4)
+def _normal_table(length: int) -> np.ndarray:
+    """A fixed, read-only table of `length` standard normal float32 values (generator seed 0)."""
+    table = np.random.default_rng(0).standard_normal(length, dtype=np.float32)
+    table.flags.writeable = False
+    return table
+
+
+def noise_field(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal float32 noise of `shape`: the window of a fixed table of at least 2^21 normals that starts at
+    seed mod (table length - size + 1). Deterministic and about four times cheaper than a fresh generator."""
+    n = int(np.prod(shape))
+    table = _normal_table(1 << max(21, (2 * n - 1).bit_length()))
+    start = seed % (len(table) - n + 1)
+    return table[start : start + n].reshape(shape)
+
+
 def degrade(img: np.ndarray, deg: Degradation) -> np.ndarray:
     """Apply the degradations of `deg` to a clean render: float (3, H, W) in [0, 1] -> uint8 (H, W, 3).
 
@@ -119,10 +139,9 @@ def degrade(img: np.ndarray, deg: Degradation) -> np.ndarray:
             pil = Image.fromarray(u8).resize((low, low), Image.Resampling.BOX)
             u8 = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR))
     if deg.noise > 0:
-        noise = np.random.default_rng(deg.noise_seed).standard_normal(u8.shape, dtype=np.float32)
-        noise *= np.float32(NOISE_STD * deg.noise)
-        noise += u8 * np.float32(1.0 / 255.0)
-        u8 = _to_uint8(noise)
+        noisy = noise_field(deg.noise_seed, u8.shape) * np.float32(NOISE_STD * deg.noise)
+        noisy += u8 * np.float32(1.0 / 255.0)
+        u8 = _to_uint8(noisy)
     if deg.jpeg > 0:
         buf = io.BytesIO()
         Image.fromarray(u8).save(buf, format="JPEG", quality=jpeg_quality(deg.jpeg))
@@ -136,22 +155,17 @@ def sample_degradation(
 ) -> Degradation:
     """Draw a degradation: clean with probability `clean_fraction`, else each kind independently with probability
     `apply_prob` (at least one), strength ~ U(0, max_strengths[kind]). Always consumes the same number of draws."""
-    u = rng.random(3 + 2 * len(DEGRADATIONS))
-    colour = tuple(float(c) for c in rng.random(3))
-    seed = int(rng.integers(0, 2**63 - 1))
-    kinds = u[3 : 3 + len(DEGRADATIONS)] < apply_prob
+    k = len(DEGRADATIONS)
+    u = rng.random(2 * k + 8)
+    kinds = u[:k] < apply_prob
     if not kinds.any():
-        kinds[int(u[0] * len(DEGRADATIONS)) % len(DEGRADATIONS)] = True
-    if u[1] < clean_fraction:
+        kinds[min(int(u[2 * k] * k), k - 1)] = True
+    if u[2 * k + 1] < clean_fraction:
         kinds[:] = False
-    levels = u[3 + len(DEGRADATIONS) :]
-    strengths = {
-        name: float(levels[k] * max_strengths[name]) if kinds[k] else 0.0 for k, name in enumerate(DEGRADATIONS)
-    }
     return Degradation(
-        **strengths,
-        occlusion_pos=(float(u[2]), float(rng.random())),
-        occlusion_aspect=float(np.exp(rng.uniform(-0.7, 0.7))),
-        occlusion_colour=colour,
-        noise_seed=seed,
+        **{name: float(u[k + j] * max_strengths[name]) if kinds[j] else 0.0 for j, name in enumerate(DEGRADATIONS)},
+        occlusion_pos=(float(u[2 * k + 2]), float(u[2 * k + 3])),
+        occlusion_aspect=float(np.exp(1.4 * u[2 * k + 4] - 0.7)),
+        occlusion_colour=(float(u[2 * k + 5]), float(u[2 * k + 6]), float(u[2 * k + 7])),
+        noise_seed=int(rng.integers(0, 2**62)),
     )
