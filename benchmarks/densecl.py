@@ -1,0 +1,101 @@
+"""DenseCL hot paths: training-step time of DenseCL vs its MoCo-v2 mode (lambda = 0, dense branch not built),
+the FLOP share of the dense branch (counted with torch.utils.flop_counter on the meta device), and the throughput
+of the MoCo-v2 augmentation.
+
+    python benchmarks/densecl.py [--quick] [--size 224] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from _common import measure, write_results
+from lowlabel.data.transforms import moco_v2, two_views
+from lowlabel.methods.densecl.model import DenseCL
+
+QUEUE = 65536
+
+
+def build(arch: str, dense: bool, device: str = "cpu") -> DenseCL:
+    hid = 2048 if arch == "resnet50" else 512
+    return DenseCL(arch=arch, hid_dim=hid, out_dim=128, queue_size=QUEUE, dense=dense).to(device)
+
+
+def train_step(model: DenseCL, opt: torch.optim.Optimizer | None, a: torch.Tensor, b: torch.Tensor,
+               dense: bool) -> None:
+    """One step as the trainer runs it: forward (key update first), backward, SGD step, enqueue."""
+    losses, keys = model(a, b, lam=0.5 if dense else 0.0, momentum=0.999)
+    sum(losses.values()).backward()  # type: ignore[union-attr]
+    if opt is not None:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    model.enqueue(keys)
+
+
+def step_flops(arch: str, dense: bool, batch: int, size: int) -> int:
+    """FLOPs of one training step (forward + backward), counted on the meta device (no real compute)."""
+    model = build(arch, dense, "meta")
+    a = torch.empty(batch, 3, size, size, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        train_step(model, None, a, a.clone(), dense)
+    return counter.get_total_flops()
+
+
+def time_step(arch: str, dense: bool, batch: int, size: int, repeat: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = build(arch, dense)
+    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+    a, b = torch.randn(batch, 3, size, size), torch.randn(batch, 3, size, size)
+    return measure(lambda: train_step(model, opt, a, b, dense), repeat=repeat, warmup=1)
+
+
+def augment_rate(batch: int, size: int, source: int, repeat: int) -> float:
+    pipeline = moco_v2(size)
+    x = torch.randint(0, 256, (batch, 3, source, source), dtype=torch.uint8)
+    t = measure(lambda: two_views(pipeline, x), repeat=repeat, warmup=1)
+    return 2 * batch / t["seconds_best"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="ResNet-18 only, smaller images, one repeat")
+    parser.add_argument("--size", type=int, default=0, help="image side for the step timings (default 224; 64 quick)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = args.size or (64 if args.quick else 224)
+    archs = ["resnet18"] if args.quick else ["resnet18", "resnet50"]
+    repeat = 1 if args.quick else 3
+    rows = []
+    for arch in archs:
+        for batch in (8, 32):
+            flops = {d: step_flops(arch, d, batch, 224) for d in (True, False)}
+            share = (flops[True] - flops[False]) / flops[True]
+            t0 = time.perf_counter()
+            dense_t = time_step(arch, True, batch, size, repeat)
+            moco_t = time_step(arch, False, batch, size, repeat)
+            rows.append({
+                "arch": arch, "batch": batch, "size": size,
+                "densecl_s": dense_t["seconds_best"], "mocov2_s": moco_t["seconds_best"],
+                "overhead_pct": 100 * (dense_t["seconds_best"] / moco_t["seconds_best"] - 1),
+                "dense_flop_share_224_pct": 100 * share,
+                "dense_flop_share_at_size_pct": 100 * (1 - step_flops(arch, False, batch, size)
+                                                       / step_flops(arch, True, batch, size)),
+                "densecl_peak_mib": dense_t["peak_mib"], "mocov2_peak_mib": moco_t["peak_mib"],
+                "wall_s": time.perf_counter() - t0,
+            })
+    aug_rows = [{"aug_size": s, "batch": 32, "images_per_s": augment_rate(32, s, src, 3)}
+                for s, src in ((32, 32), (224, 256))]
+    notes = (f"queue {QUEUE}; step = forward (key EMA first) + backward + SGD + enqueue on random inputs; "
+             f"overhead = DenseCL step / MoCo-v2-mode step - 1; FLOP share = 1 - MoCo FLOPs / DenseCL FLOPs "
+             f"(forward + backward). Augmentation: {aug_rows}")
+    write_results("densecl", rows, notes)
+
+
+if __name__ == "__main__":
+    main()
