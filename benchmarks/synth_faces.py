@@ -2,11 +2,11 @@
 
 Default: samples/s of `FacesDataset.__getitem__` at 64x64 and 112x112 (one thread), the parts (clean render, each
 degradation at strength 0.5), and the obvious alternative of drawing every part on the full grid instead of its
-bounding window. `--calibrate lda|cnn`: identification accuracy of a recogniser (PCA+LDA trained on clean faces, or
-a small CNN trained on the default mix) against the strength of each degradation, with the Hill curve
-f(s) = 1 / (1 + (s / h)^n) fitted to it; faces_degrade.QUALITY_CURVES combines the two fits
+bounding window. `--calibrate lda|cnn|cnn-clean`: identification accuracy of a recogniser (PCA+LDA trained on clean
+faces, a small CNN trained on the default mix, or on clean faces) against the strength of each degradation, with the
+Hill curve f(s) = 1 / (1 + (s / h)^n) fitted to it; faces_degrade.QUALITY_CURVES combines the lda and cnn fits
 (results/synth_faces_calibration_<recogniser>.json).
-Usage: python benchmarks/synth_faces.py [--quick] [--calibrate lda|cnn]
+Usage: python benchmarks/synth_faces.py [--quick] [--calibrate lda|cnn|cnn-clean]
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def calibrate(quick: bool, recogniser: str) -> None:
     """Identification accuracy against each degradation's strength, one degradation at a time.
 
     recogniser "lda": PCA+LDA trained on clean faces; "cnn": the small CNN trained on the default mix of clean and
-    degraded faces (FacesConfig()). Both see new images (new nuisance and expression) of the training identities.
+    degraded faces (FacesConfig()); "cnn-clean": the same CNN trained on clean faces. All are tested on new images
+    (new nuisance and expression) of the training identities.
     """
     from scipy.optimize import curve_fit
 
@@ -128,13 +129,15 @@ def calibrate(quick: bool, recogniser: str) -> None:
         return img.astype(np.float32) / 255
 
     def train_deg(i: int, j: int) -> Degradation:
-        if recogniser == "lda":
+        if recogniser != "cnn":
             return Degradation()
         return sample_degradation(np.random.default_rng([9, i, j]), cfg.clean_fraction, cfg.apply_prob,
                                   cfg.max_strengths)  # fmt: skip
 
     x = np.stack([image(i, j, train_deg(i, j)) for i in range(n_id) for j in range(n_train)])
     y = np.repeat(np.arange(n_id), n_train)
+    if recogniser not in ("lda", "cnn", "cnn-clean"):
+        raise SystemExit(f"unknown recogniser {recogniser!r}; use lda, cnn or cnn-clean")
     predict = _fit_lda(x, y) if recogniser == "lda" else _fit_cnn(x, y, epochs=5 if quick else 25)
     labels = np.repeat(np.arange(n_id), n_probe)
 
