@@ -45,7 +45,7 @@ METHODS: dict[str, Method] = {
         Method("grounding_ckd", "Contrastive KD grounding", "Wang et al., CVPR 2021", "weakly supervised grounding",
                ready=False),
         Method("dyml", "Dynamic metric learning", "Sun et al., CVPR 2021", "multi-scale metric learning", ready=False),
-        Method("completer", "COMPLETER", "Lin et al., CVPR 2021", "incomplete multi-view clustering", ready=False),
+        Method("completer", "COMPLETER", "Lin et al., CVPR 2021", "incomplete multi-view clustering", ready=True),
         Method("acr", "ACR", "Abuduweili et al., CVPR 2021", "semi-supervised transfer learning", ready=False),
         Method("sgp", "SGP", "Yang et al., CVPR 2021", "self-supervised geometric perception", ready=False),
         Method("dtc", "DTC", "Luo et al., AAAI 2021", "semi-supervised 3D segmentation", ready=False),
