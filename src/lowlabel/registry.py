@@ -38,7 +38,7 @@ class Method:
 METHODS: dict[str, Method] = {
     m.slug: m
     for m in (
-        Method("sdd_fiqa", "SDD-FIQA", "Ou et al., CVPR 2021", "face image quality", ready=False),
+        Method("sdd_fiqa", "SDD-FIQA", "Ou et al., CVPR 2021", "face image quality", ready=True),
         Method("densecl", "DenseCL", "Wang et al., CVPR 2021", "dense self-supervised pretraining", ready=False),
         Method("fdrl", "FDRL", "Ruan et al., CVPR 2021", "facial expression recognition", ready=False),
         Method("soho", "SOHO", "Huang et al., CVPR 2021", "vision-language pretraining", ready=False),
