@@ -59,3 +59,17 @@ def test_rejects_bad_inputs() -> None:
         net(torch.zeros(1, 16, 16, 16))
     with pytest.raises(LowlabelError):
         VNet(n_filters=0)
+
+
+def test_segment_and_the_no_grad_pass_equal_the_recorded_forward() -> None:
+    torch.manual_seed(0)
+    net = VNet(n_filters=4, dropout=False).eval()
+    x = torch.randn(2, 1, 32, 32, 16)
+    level_set, logits = net(x)  # gradients recorded: skips added out of place
+    assert logits.requires_grad
+    with torch.no_grad():  # skips added in place
+        level_set_ng, logits_ng = net(x)
+        seg = net.segment(x)
+    torch.testing.assert_close(level_set_ng, level_set.detach())
+    torch.testing.assert_close(logits_ng, logits.detach())
+    torch.testing.assert_close(seg, logits.detach())
