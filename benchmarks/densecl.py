@@ -1,6 +1,6 @@
 """DenseCL hot paths: training-step time of DenseCL vs its MoCo-v2 mode (lambda = 0, dense branch not built),
 the FLOP share of the dense branch (counted with torch.utils.flop_counter on the meta device), and the throughput
-of the MoCo-v2 augmentation.
+of the MoCo-v2 augmentation. Huge pages on for large CPU tensors, as in `lowlabel` (see _common.py).
 
     python benchmarks/densecl.py [--quick] [--size 224] [--threads N]
 """

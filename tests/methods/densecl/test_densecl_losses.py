@@ -37,6 +37,19 @@ def test_info_nce_analytic_value_and_float32() -> None:
     assert info_nce(q, q.clone(), queue, tau).item() == pytest.approx(math.log(1 + 10 * math.exp(-1 / tau)), rel=1e-5)
 
 
+def test_info_nce_gradient_equals_cross_entropy_of_the_concatenated_logits() -> None:
+    # the official head: CE([q.k, q.Q] / tau, target 0); a second formulation, compared in float64
+    q, key, queue = _unit(6, 8, dim=1, seed=4), _unit(6, 8, dim=1, seed=5), _unit(8, 30, dim=0, seed=6)
+    grads = []
+    for loss_of in (lambda x: info_nce(x, key, queue, 0.07),
+                    lambda x: F.cross_entropy(torch.cat([(x * key).sum(1, keepdim=True), x @ queue], 1) / 0.07,
+                                              torch.zeros(6, dtype=torch.long))):
+        x = q.clone().requires_grad_()
+        loss_of(x).backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+
+
 def test_info_nce_sends_no_gradient_to_keys_or_queue() -> None:
     q = _unit(3, 8, dim=1, seed=4).requires_grad_(True)
     k = _unit(3, 8, dim=1, seed=5).requires_grad_(True)
