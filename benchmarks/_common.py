@@ -19,6 +19,11 @@ from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
+# As the `lowlabel` command does (cli.run): PyTorch's allocator backs large CPU tensors with huge pages. It reads
+# the variable at its first allocation, which comes after this import in every script.
+# THP_MEM_ALLOC_ENABLE=0 python benchmarks/NAME.py measures without them.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 
 def _status_kib(key: str) -> int:
     with open("/proc/self/status") as fh:

@@ -20,6 +20,18 @@ def test_help_and_list_do_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1"), ("0", "0")])
+def test_entry_point_asks_torch_for_huge_pages_unless_the_user_chose(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if preset is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = preset
+    code = ("import os, sys; sys.argv = ['lowlabel', 'list']; from lowlabel.cli import run\n"
+            "try:\n    run()\nexcept SystemExit:\n    pass\n"
+            "print(os.environ['THP_MEM_ALLOC_ENABLE'], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split()[-2:] == [expected, "False"]  # set before torch is imported
+
+
 def test_installed_entry_point_answers_help_quickly():
     exe = os.path.join(os.path.dirname(sys.executable), "lowlabel")
     if not os.path.exists(exe):

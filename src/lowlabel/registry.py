@@ -48,7 +48,7 @@ METHODS: dict[str, Method] = {
         Method("completer", "COMPLETER", "Lin et al., CVPR 2021", "incomplete multi-view clustering", ready=True),
         Method("acr", "ACR", "Abuduweili et al., CVPR 2021", "semi-supervised transfer learning", ready=False),
         Method("sgp", "SGP", "Yang et al., CVPR 2021", "self-supervised geometric perception", ready=False),
-        Method("dtc", "DTC", "Luo et al., AAAI 2021", "semi-supervised 3D segmentation", ready=False),
+        Method("dtc", "DTC", "Luo et al., AAAI 2021", "semi-supervised 3D segmentation", ready=True),
         Method("sg_retrieval", "IRSGS", "Yoon et al., AAAI 2021", "scene-graph image retrieval", ready=True),
     )
 }

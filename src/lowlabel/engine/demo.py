@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,3 +39,18 @@ class SmokeCase:
     step_fn: Any
     batch: Any
     frozen_prefixes: tuple[str, ...] = ()
+
+
+def mean_over_seeds(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per model, the mean of every metric over its runs (one per seed) and, where there are several runs, the
+    population standard deviation as `<metric>_std`."""
+    rows: dict[str, dict[str, float]] = {}
+    for name, per_seed in runs.items():
+        row: dict[str, float] = {}
+        for metric in per_seed[0]:
+            values = [r[metric] for r in per_seed]
+            row[metric] = statistics.fmean(values)
+            if len(values) > 1:
+                row[f"{metric}_std"] = statistics.pstdev(values)
+        rows[name] = row
+    return rows

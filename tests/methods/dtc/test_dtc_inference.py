@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from lowlabel.methods.dtc import inference
+from lowlabel.methods.dtc.inference import segment_volume, sliding_window_probs
+from lowlabel.nn.vnet import VNet
 
 
 def test_window_starts_official_rule() -> None:
@@ -50,3 +52,24 @@ def test_scores_are_window_averages() -> None:
     for x in range(10):
         covering = [s for s in starts if s <= x < s + 4]
         assert float(out[x, 2, 2]) == pytest.approx(np.mean(covering))
+
+
+def test_segment_volume_equals_the_plain_network_window_by_window() -> None:
+    torch.manual_seed(0)
+    net = VNet(n_filters=4)
+    net.train()
+    with torch.no_grad():  # BatchNorm statistics away from their initial values, so that folding them matters
+        net(torch.randn(2, 1, 32, 32, 16))
+    net.eval()
+    image = torch.randn(40, 36, 20)
+    patch, stride = [32, 32, 16], [5, 4, 3]
+
+    def plain(batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.sigmoid(net(batch)[1])
+
+    expected = sliding_window_probs(plain, image, patch, stride, batch_size=1)
+    mask, probs = segment_volume(net, image.numpy(), patch=patch, stride=stride, keep_largest=False)
+    torch.testing.assert_close(torch.from_numpy(probs), expected, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(mask, (probs > 0.5).astype(np.uint8))
+    assert net.enc2[0].weight.is_contiguous()  # the caller's network is not converted

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from lowlabel.engine.demo import DemoResult
+from lowlabel.engine.demo import DemoResult, mean_over_seeds
 from lowlabel.engine.runtime import Runtime, seed_everything
 from lowlabel.engine.trainer import TrainConfig
 from lowlabel.methods.densecl.data import ShapesImages, shapes_images
@@ -70,7 +70,7 @@ def _plot(rows: dict[str, dict[str, float]], out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     names = list(rows)
     for ax, metric in zip(axes, ("miou", "class_acc"), strict=True):
-        ax.bar(names, [rows[n][metric] for n in names], yerr=[rows[n][f"{metric}_std"] for n in names],
+        ax.bar(names, [rows[n][metric] for n in names], yerr=[rows[n].get(f"{metric}_std", 0.0) for n in names],
                color=["tab:blue", "tab:orange", "tab:gray", "lightgray"][: len(names)])
         ax.set_title(metric)
         ax.tick_params(axis="x", labelsize=8)
@@ -106,14 +106,7 @@ def run_demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
         scores["random init"].append(probe_scores(random_backbone.to(runtime.device), size=WORLD_SIZE, seed=seed,
                                                   device=runtime.device))
         scores[TRIVIAL].append(trivial_scores(size=WORLD_SIZE, seed=seed))
-    rows: dict[str, dict[str, float]] = {}
-    for name, runs in scores.items():
-        row: dict[str, float] = {}
-        for metric in ("miou", "class_acc"):
-            values = torch.tensor([r[metric] for r in runs], dtype=torch.float64)
-            row[metric] = float(values.mean())
-            row[f"{metric}_std"] = float(values.std(unbiased=False))
-        rows[name] = row
+    rows = mean_over_seeds(scores)
     _plot(rows, out)
     steps = demo_config(quick=quick, seed=0, lam=0.5).train.max_steps
     notes = [f"{len(seeds)} seed(s); {steps} pretraining steps of batch 32 ({CROP_SIZE} px views of {WORLD_SIZE} px "

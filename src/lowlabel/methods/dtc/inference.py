@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from lowlabel.errors import LowlabelError
 from lowlabel.metrics.segmentation import largest_component
+from lowlabel.nn.fast import fold_batchnorm, prefer_channels_last
+from lowlabel.nn.vnet import VNet
 
 ProbFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -32,7 +33,7 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
 
 
 def sliding_window_probs(prob_fn: ProbFn, image: torch.Tensor, patch: Sequence[int], stride: Sequence[int],
-                         batch_size: int = 4) -> torch.Tensor:
+                         batch_size: int = 2) -> torch.Tensor:
     """Averaged foreground probability of `image` (H, W, D) from `prob_fn` on windows of `patch` at `stride`.
 
     prob_fn maps (N, 1, *patch) to probabilities (N, 1, *patch); `batch_size` windows go through it at once.
@@ -63,20 +64,22 @@ def sliding_window_probs(prob_fn: ProbFn, image: torch.Tensor, patch: Sequence[i
     return score[crop]
 
 
-def model_prob_fn(model: nn.Module) -> ProbFn:
-    """sigmoid of the segmentation head of a DTC V-Net, in eval mode without gradients."""
-    model.eval()
+def model_prob_fn(model: VNet) -> ProbFn:
+    """sigmoid of the segmentation head of a DTC V-Net in eval mode, without gradients, computed by an inference
+    copy of `model` (BatchNorm folded into the convolutions, channels-last on CPU; `model` is left as it is)."""
+    device = next(model.parameters()).device
+    fast = prefer_channels_last(fold_batchnorm(model), device)
 
     def fn(batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return torch.sigmoid(model(batch)[1])
+            return torch.sigmoid(fast.segment(batch))
 
     return fn
 
 
-def segment_volume(model: nn.Module, image: np.ndarray, *, patch: Sequence[int], stride: Sequence[int],
+def segment_volume(model: VNet, image: np.ndarray, *, patch: Sequence[int], stride: Sequence[int],
                    scale: float = 1.0, threshold: float = 0.5, keep_largest: bool = True,
-                   batch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
+                   batch_size: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Segment one volume (H, W, D): returns (mask uint8 (H, W, D), probability float32 (H, W, D)).
 
     With scale < 1 the image is resampled by `scale` (trilinear) for the network and the probabilities are

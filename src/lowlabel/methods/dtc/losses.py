@@ -34,9 +34,10 @@ def _min_plus_sq(f: torch.Tensor) -> torch.Tensor:
     """
     n = f.shape[0]
     g = f.clone()
-    can_fall = torch.isfinite(f).any(dim=0, keepdim=True)  # lines that hold a finite value somewhere
+    can_fall = torch.isfinite(f).any(dim=0)  # lines that hold a finite value somewhere
     for d in range(1, n):
-        if d % 4 == 1 and d * d >= float(torch.where(can_fall, g, 0.0).max()):
+        # reduce along the scanned axis first: one read of g, and the masking works on a slice-sized tensor
+        if d % 4 == 1 and d * d >= float(torch.where(can_fall, g.amax(dim=0), 0.0).max()):
             break
         torch.minimum(g[:-d], f[d:] + d * d, out=g[:-d])
         torch.minimum(g[d:], f[:-d] + d * d, out=g[d:])

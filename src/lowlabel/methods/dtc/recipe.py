@@ -25,6 +25,7 @@ from lowlabel.methods.dtc import losses
 from lowlabel.methods.dtc.data import Case, TwoStreamBatches, read_la_case, read_list, rescale, scaled_patch
 from lowlabel.methods.dtc.inference import segment_volume
 from lowlabel.metrics.segmentation import case_metrics
+from lowlabel.nn.fast import prefer_channels_last
 from lowlabel.nn.vnet import VNet
 
 OFFICIAL_STEPS = 6000
@@ -64,7 +65,7 @@ class Config:
     k: float = 1500.0
     threshold: float = 0.5
     keep_largest: bool = True
-    infer_batch: int = 4
+    infer_batch: int = 2  # windows per forward pass; 2 was fastest on a 2-core CPU (benchmarks/dtc.py)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=OFFICIAL_STEPS, log_every=20, checkpoint_every=1000, seed=1337))
@@ -172,7 +173,7 @@ def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runti
     labelled, unlabelled = cases[: cfg.labelled], cases[cfg.labelled :]
     batches = TwoStreamBatches(labelled, unlabelled if cfg.unlabelled_bs else [], effective_patch(cfg),
                                labelled_bs=cfg.labelled_bs, unlabelled_bs=cfg.unlabelled_bs, seed=cfg.train.seed)
-    model = build_model(cfg)
+    model = prefer_channels_last(build_model(cfg), runtime.device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = schedules.lr_scheduler(opt, lambda s: schedules.step_decay(s, cfg.lr_milestones, cfg.lr_gamma))
     trainer = Trainer(model, opt, make_step_fn(cfg), config=cfg.train, runtime=runtime, run_dir=run_dir,
