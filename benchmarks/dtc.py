@@ -117,9 +117,9 @@ def plain_prob_fn(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tens
 
 
 def calibrated_vnet(batch: torch.Tensor) -> VNet:
-    """A 16-filter V-Net whose BatchNorm running statistics are those of `batch`, as in a trained network. With the
-    initial statistics (mean 0, variance 1) activations shrink layer after layer into float32 denormals, which
-    slow the CPU down and would time a network nobody runs."""
+    """A 16-filter V-Net whose BatchNorm running statistics are those of `batch`, as in a trained network, so the
+    timed network normalises like one that is used (the initial statistics, mean 0 and variance 1, timed the same
+    within noise when checked: 1.01 vs 1.00 s per window)."""
     net = VNet(n_filters=16).train()
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm3d):

@@ -35,7 +35,7 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
 
 def _add_skip(up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """up + skip, written into `up` when no gradient is recorded: at full resolution that saves allocating and
-    filling a tensor as large as the input times the base width (about 6% of an inference pass on CPU). With
+    filling a tensor as large as the input times the base width (about 50 ms of a 1.7 s two-window pass on CPU). With
     gradients it cannot be in place: the ReLU that produced `up` needs its output for the backward pass."""
     return up + skip if torch.is_grad_enabled() else up.add_(skip)
 

@@ -69,7 +69,6 @@ def demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
                 overlay_png(model, variant, recipe.synthetic_cases(cfg, "test")[0], out / "dtc_overlay.png")
     rows = mean_over_seeds(runs)
     write_json(out / "rows.json", {"mean": rows, "per_seed": runs})
-    cfg = demo_config(quick)
     per_seed = "; ".join(f"{name} " + ", ".join(f"{r['dice']:.3f}" for r in rs) for name, rs in runs.items())
     return DemoResult(slug="dtc", metric="dice", method="DTC", baseline="V-Net, labelled only", rows=rows,
                       notes=[f"{len(seeds)} seed(s); {cfg.labelled} labelled + {len(unlabelled)} unlabelled volumes of "
