@@ -115,3 +115,49 @@ def test_densecl_loss_weights_and_moco_mode() -> None:
         densecl_loss(g_q, g_k, q1, lam=0.5)
     with pytest.raises(ValueError, match="lam"):
         densecl_loss(g_q, g_k, q1, r_q, r_k, match, q2, lam=1.5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 5.0, 40.0])  # at 40 the logits reach 1600: exp overflows, shifted path
+def test_queue_logsumexp_value_and_gradient_equal_torch_logsumexp(scale: float) -> None:
+    from lowlabel.methods.densecl.losses import queue_logsumexp
+
+    q, queue = scale * _unit(7, 16, dim=1, seed=10), scale * _unit(16, 300, dim=0, seed=11)
+    results = []
+    for lse_of in (queue_logsumexp, lambda x, Q: torch.logsumexp(x @ Q, dim=1)):
+        x = q.clone().requires_grad_()
+        weights = torch.arange(1.0, 8.0, dtype=torch.float64)  # a non-uniform upstream gradient
+        value = lse_of(x, queue)
+        (value * weights).sum().backward()
+        results.append((value.detach(), x.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-12, atol=1e-12)
+
+
+def test_queue_logsumexp_sums_in_float32_for_half_inputs() -> None:
+    from lowlabel.methods.densecl.losses import queue_logsumexp
+
+    # 65,536 keys equal to q at 1/tau = 5: every logit is 5, the sum 65,536 e^5 ~ 9.7e6 overflows float16
+    q = torch.zeros(2, 8, dtype=torch.float16)
+    q[:, 0] = 5.0
+    queue = torch.zeros(8, 65536, dtype=torch.float16)
+    queue[0] = 1.0
+    out = queue_logsumexp(q, queue)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.full((2,), 5.0 + math.log(65536)), rtol=1e-6, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast would run the product in bfloat16
+        out = queue_logsumexp(q.float() * 1.01, queue.float())
+    torch.testing.assert_close(out, torch.full((2,), 5.05 + math.log(65536)), rtol=1e-6, atol=1e-5)
+
+
+def test_queue_logsumexp_when_every_exponential_underflows() -> None:
+    from lowlabel.methods.densecl.losses import queue_logsumexp
+
+    # logits -200 + j: exp(-200) underflows float32, so the row-max shifted path must give the exact value
+    q = torch.full((3, 1), -1.0, requires_grad=True)
+    queue = 200.0 - torch.arange(4.0).unsqueeze(0)
+    value = queue_logsumexp(q, queue)
+    expected = -197.0 + math.log(sum(math.exp(-j) for j in range(4)))
+    torch.testing.assert_close(value.detach(), torch.full((3,), expected), rtol=1e-6, atol=1e-4)
+    value.sum().backward()
+    softmax = torch.softmax(-queue[0], dim=0)
+    torch.testing.assert_close(q.grad, (softmax * queue[0]).sum().expand(3, 1), rtol=1e-5, atol=1e-5)

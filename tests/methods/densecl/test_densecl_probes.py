@@ -54,3 +54,11 @@ def test_probes_are_perfect_on_features_that_encode_the_labels_and_chance_on_noi
     noise = torch.randn(400, 8, 1, 1, generator=g)
     random_labels = torch.randint(0, 4, (400,), generator=g)
     assert class_probe(noise[:300], random_labels[:300], noise[300:], random_labels[300:], 4) < 0.45
+
+
+def test_class_probe_scenes_hold_one_object_of_the_labelled_shape() -> None:
+    from lowlabel.methods.densecl.demo import probe_data
+
+    for part in probe_data(32, seed=0, single_object=True, n_train=20, n_test=10):
+        for semantic, shape in zip(part.semantic, part.shape, strict=True):
+            assert set(semantic.unique().tolist()) == {0, int(shape) + 1}

@@ -104,13 +104,14 @@ class ShapesImages:
         return len(SHAPES) + 1
 
 
-@functools.lru_cache(maxsize=6)
-def shapes_images(n: int, *, size: int = 32, seed: int = 0) -> ShapesImages:
-    """`n` scenes of the shapes world rendered at `size` px (generation is numpy per scene; not a training hot path).
-    The last few worlds are cached (the demo trains two models on one world): treat the tensors as read-only."""
+@functools.lru_cache(maxsize=8)
+def shapes_images(n: int, *, size: int = 32, seed: int = 0, single_object: bool = False) -> ShapesImages:
+    """`n` scenes of the shapes world rendered at `size` px (generation is numpy per scene; not a training hot path),
+    1-6 objects each or, with `single_object`, one. The last few worlds are cached (the demo trains two models on one
+    world): treat the tensors as read-only."""
     from lowlabel.data.synth.shapes import ShapesConfig, ShapesDataset
 
-    dataset = ShapesDataset(n, seed=seed, cfg=ShapesConfig(size=size))
+    dataset = ShapesDataset(n, seed=seed, cfg=ShapesConfig(size=size, single_object=single_object))
     items = [dataset[i] for i in range(n)]
     images = torch.stack([it["image"] for it in items]).mul(255).round().to(torch.uint8)
     return ShapesImages(images, torch.stack([it["semantic"] for it in items]),

@@ -37,26 +37,37 @@ def demo_config(*, quick: bool, seed: int, lam: float) -> Config:
     )
 
 
-def probe_data(size: int, seed: int, n_train: int = 800, n_test: int = 400) -> tuple[ShapesImages, ShapesImages]:
-    """Labelled train/test scenes for the probes, from worlds seeded apart from the pretraining images (seed)."""
-    return shapes_images(n_train, size=size, seed=10_000 + seed), shapes_images(n_test, size=size, seed=20_000 + seed)
+def probe_data(size: int, seed: int, *, single_object: bool = False, n_train: int = 800,
+               n_test: int = 400) -> tuple[ShapesImages, ShapesImages]:
+    """Labelled train/test scenes for the probes, from worlds seeded apart from the pretraining images (seed):
+    multi-object scenes for segmentation, one-object scenes (`single_object`) for the class probe."""
+    offset = 40_000 if single_object else 0
+    return (shapes_images(n_train, size=size, seed=10_000 + offset + seed, single_object=single_object),
+            shapes_images(n_test, size=size, seed=20_000 + offset + seed, single_object=single_object))
 
 
 def probe_scores(backbone: torch.nn.Module, *, size: int, seed: int, device: torch.device) -> dict[str, float]:
-    """Frozen-backbone probes on the shapes world: {'miou': per-pixel segmentation, 'class_acc': largest object}."""
-    tr, te = probe_data(size, seed)
-    train_maps = backbone_maps(backbone, tr.images.to(device))
-    test_maps = backbone_maps(backbone, te.images.to(device))
-    n_seg, n_cls = tr.n_seg_classes, tr.n_seg_classes - 1
-    miou = segmentation_probe(train_maps, tr.semantic.to(device), test_maps, te.semantic.to(device), n_seg, seed=seed)
-    acc = class_probe(train_maps, tr.shape.to(device), test_maps, te.shape.to(device), n_cls)
-    return {"miou": miou, "class_acc": acc}
+    """Frozen-backbone probes on the shapes world: {'miou': per-pixel segmentation of multi-object scenes,
+    'class_acc': shape of the object in one-object scenes}."""
+    scores = {}
+    for single_object in (False, True):
+        tr, te = probe_data(size, seed, single_object=single_object)
+        train_maps = backbone_maps(backbone, tr.images.to(device))
+        test_maps = backbone_maps(backbone, te.images.to(device))
+        if single_object:
+            scores["class_acc"] = class_probe(train_maps, tr.shape.to(device), test_maps, te.shape.to(device),
+                                              tr.n_seg_classes - 1)
+        else:
+            scores["miou"] = segmentation_probe(train_maps, tr.semantic.to(device), test_maps,
+                                                te.semantic.to(device), tr.n_seg_classes, seed=seed)
+    return scores
 
 
 def trivial_scores(*, size: int, seed: int) -> dict[str, float]:
     """The floor: every pixel background (mIoU) and every image the most frequent training class (accuracy)."""
     tr, te = probe_data(size, seed)
     miou = confusion_miou(torch.zeros_like(te.semantic), te.semantic, tr.n_seg_classes)
+    tr, te = probe_data(size, seed, single_object=True)
     majority = torch.bincount(tr.shape).argmax()
     return {"miou": miou, "class_acc": float((te.shape == majority).float().mean())}
 
@@ -110,7 +121,8 @@ def run_demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
     _plot(rows, out)
     steps = demo_config(quick=quick, seed=0, lam=0.5).train.max_steps
     notes = [f"{len(seeds)} seed(s); {steps} pretraining steps of batch 32 ({CROP_SIZE} px views of {WORLD_SIZE} px "
-             f"shapes scenes) per model; probes on frozen C5 maps (8x8), 800 labelled scenes to fit, 400 to test",
+             f"shapes scenes) per model; probes on frozen C5 maps (8x8), 800 labelled scenes to fit, 400 to test "
+             "(one-object scenes for the class probe)",
              "per-seed mIoU: " + "; ".join(f"{name} " + ", ".join(f"{r['miou']:.4f}" for r in runs)
                                            for name, runs in scores.items()),
              f"wall {time.perf_counter() - t0:.0f} s, CPU {_cpu_seconds() - c0:.0f} s "

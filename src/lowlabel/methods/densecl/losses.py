@@ -11,21 +11,69 @@ import torch
 import torch.nn.functional as F
 
 
+def _sums_are_safe(sums: torch.Tensor) -> bool:
+    """Whether row sums of unshifted exponentials are exact enough: finite (no exp overflowed) and far above the
+    subnormal range (the largest terms kept full precision). Meta tensors (FLOP counting) hold no values."""
+    return sums.is_meta or bool(((sums > 1e-30) & (sums < float("inf"))).all())
+
+
+class _QueueLogSumExp(torch.autograd.Function):
+    """lse_n = log sum_k exp(q_n . queue_k) with a gradient w.r.t. q only, in two passes over the (K, N) matrix.
+
+    Forward: the product, exp in place, a sum per query; the exponentials are kept. Backward: grad_q = (g / s) *
+    (E^T Q^T) with E the kept exponentials and s their sums, so the softmax is never formed and no pass over the
+    matrix is added. The matrix is laid out (K, N): on CPU (2 threads, C = 128, K = 65,536) that product measured
+    1.2-1.7x faster than the (N, K) one. No max is subtracted first: with normalised inputs |logit| <= 1 / tau, so
+    exp cannot overflow. Only if a sum comes out infinite or tiny is the product recomputed and shifted by each
+    query's maximum, as in torch.logsumexp.
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        exps = (queue.t() @ q.t()).exp_()
+        sums = exps.sum(dim=0)
+        shift = sums.new_zeros(sums.shape)
+        if not _sums_are_safe(sums):
+            torch.mm(queue.t(), q.t(), out=exps)
+            shift = exps.amax(dim=0)
+            sums = exps.sub_(shift).exp_().sum(dim=0)
+        ctx.save_for_backward(exps, sums, queue)
+        return sums.log() + shift
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        exps, sums, queue = ctx.saved_tensors
+        return (exps.t() @ queue.t()).mul_((grad / sums).unsqueeze(1)), None
+
+
+def queue_logsumexp(q: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
+    """log sum_k exp(q_n . queue[:, k]) for every row n of q (N, C) against queue (C, K); gradient w.r.t. q only.
+
+    Equal to torch.logsumexp(q @ queue, dim=1), computed in float32 at least, autocast or not (a float16 sum of
+    65,536 exponentials can overflow), with two passes over the (K, N) matrix instead of about six (see
+    `_QueueLogSumExp`).
+    """
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    with torch.autocast(q.device.type, enabled=False):
+        return _QueueLogSumExp.apply(q.to(dtype), queue.detach().to(dtype))
+
+
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """InfoNCE with one positive and a queue of negatives, mean over rows (spec Losses 1; MoCo's ContrastiveHead).
 
     q, k: (N, C) normalised queries and their positive keys; queue: (C, K) normalised negatives.
     L = mean_n CE([q_n.k_n, q_n.Q_1, ..., q_n.Q_K] / temperature, target 0). No gradient flows into `k` or `queue`
     (they come from the momentum encoder). Same as the official head, written as logsumexp - positive without
-    building the (N, K + 1) logits: q is divided by the temperature before the products, and the positive joins
-    the logsumexp of the negatives by logaddexp. With DenseCL's N = B x 49 rows and K = 65,536 that saves two full
-    passes over a 100 MB+ matrix (the division and the concatenation) forward and backward.
+    building the (N, K + 1) logits: q is divided by the temperature before the products, the negatives' logsumexp
+    is `queue_logsumexp`, and the positive joins it by logaddexp. With DenseCL's N = B x 49 rows and K = 65,536 the
+    (K, N) matrix is 100 MB+, so the passes over it, not the FLOPs, are the cost.
     """
-    k, queue = k.detach(), queue.detach()
+    k = k.detach()
     q = q / temperature
     positive = (q * k).sum(dim=1)
-    negative = q @ queue.to(q.dtype)
-    return (torch.logaddexp(positive, torch.logsumexp(negative, dim=1)) - positive).mean()
+    negative = queue_logsumexp(q, queue).to(positive.dtype)
+    return (torch.logaddexp(positive, negative) - positive).mean()
 
 
 @torch.no_grad()
