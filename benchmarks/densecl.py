@@ -14,10 +14,12 @@ import time
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from _common import measure, write_results
 from lowlabel.data.transforms import moco_v2, two_views
+from lowlabel.methods.densecl.losses import dense_correspondence, dense_info_nce
 from lowlabel.methods.densecl.model import DenseCL
 
 QUEUE = 65536
@@ -78,6 +80,27 @@ def time_pair(arch: str, batch: int, size: int, *, warmup: int, min_rounds: int,
             "timed_rounds": len(ratios), "densecl_peak_mib": peaks[True], "mocov2_peak_mib": peaks[False]}
 
 
+def dense_branch_seconds(arch: str, batch: int, size: int, repeat: int = 10) -> float:
+    """Best time of the work only DenseCL does, on C5 maps of the real size: the query dense head forward and
+    backward, the key dense head forward, the correspondence and the dense InfoNCE forward and backward. A short
+    piece repeated on its own, so it is far less noisy than the difference of two whole steps."""
+    torch.manual_seed(0)
+    model = build(arch, True)
+    with torch.no_grad():
+        maps = model.encoder_q.backbone.forward_features(torch.randn(2 * batch, 3, size, size))
+    f_q, f_k = maps[:batch].clone().requires_grad_(), maps[batch:].clone()
+    head_q, head_k = model.encoder_q.neck.dense_head, model.encoder_k.module.neck.dense_head
+
+    def branch() -> None:
+        r_q = F.normalize(head_q(f_q).flatten(2), dim=1)
+        with torch.no_grad():
+            r_k = F.normalize(head_k(f_k).flatten(2), dim=1)
+        match = dense_correspondence(f_q.detach().flatten(2), f_k.flatten(2))
+        (0.5 * dense_info_nce(r_q, r_k, match, model.queue_dense.features)).backward()
+
+    return measure(branch, repeat=repeat, warmup=2)["seconds_best"]
+
+
 def augment_rate(batch: int, size: int, source: int, repeat: int) -> float:
     pipeline = moco_v2(size)
     x = torch.randint(0, 256, (batch, 3, source, source), dtype=torch.uint8)
@@ -103,8 +126,11 @@ def main() -> None:
             flops = {d: step_flops(arch, d, batch, 224) for d in (True, False)}
             share = (flops[True] - flops[False]) / flops[True]
             t0 = time.perf_counter()
+            steps = time_pair(arch, batch, size, **timing)
+            branch = dense_branch_seconds(arch, batch, size)
             rows.append({
-                "arch": arch, "batch": batch, "size": size, **time_pair(arch, batch, size, **timing),
+                "arch": arch, "batch": batch, "size": size, **steps, "dense_branch_s": branch,
+                "dense_branch_pct_of_mocov2": 100 * branch / steps["mocov2_s"],
                 "dense_flop_share_224_pct": 100 * share,
                 "dense_flop_share_at_size_pct": 100 * (1 - step_flops(arch, False, batch, size)
                                                        / step_flops(arch, True, batch, size)),
@@ -116,7 +142,8 @@ def main() -> None:
              f"{timing['warmup']} untimed rounds, then alternating timed rounds (DenseCL, MoCo-v2 mode), at least "
              f"{timing['min_rounds']} and {timing['min_seconds']:.0f} s; step times are the best "
              f"round, overhead = best DenseCL / best MoCo-v2 - 1 (median and range of the per-round ratios beside "
-             f"it); FLOP share = 1 - MoCo FLOPs / DenseCL FLOPs "
+             f"it); dense_branch_s = the dense heads, correspondence and dense InfoNCE alone (forward + backward, "
+             f"best of 10), as % of the best MoCo-v2 step; FLOP share = 1 - MoCo FLOPs / DenseCL FLOPs "
              f"(forward + backward). Augmentation: {aug_rows}")
     write_results("densecl", rows, notes)
 

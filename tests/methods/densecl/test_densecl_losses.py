@@ -161,3 +161,16 @@ def test_queue_logsumexp_when_every_exponential_underflows() -> None:
     value.sum().backward()
     softmax = torch.softmax(-queue[0], dim=0)
     torch.testing.assert_close(q.grad, (softmax * queue[0]).sum().expand(3, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_queue_logsumexp_runs_on_meta_tensors_for_flop_counting() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lowlabel.methods.densecl.losses import queue_logsumexp
+
+    q = torch.empty(6, 8, device="meta", requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        out = queue_logsumexp(q, torch.empty(8, 50, device="meta"))
+        out.sum().backward()
+    assert out.shape == (6,) and out.is_meta
+    assert counter.get_total_flops() == 2 * (2 * 6 * 8 * 50)  # the forward and the backward product

@@ -5,6 +5,7 @@ All inputs are L2-normalised along the channel dimension by the caller; queues a
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -55,7 +56,9 @@ def queue_logsumexp(q: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
     `_QueueLogSumExp`).
     """
     dtype = torch.promote_types(q.dtype, torch.float32)
-    with torch.autocast(q.device.type, enabled=False):
+    # meta tensors (FLOP counting) have no autocast to turn off
+    no_autocast = contextlib.nullcontext() if q.is_meta else torch.autocast(q.device.type, enabled=False)
+    with no_autocast:
         return _QueueLogSumExp.apply(q.to(dtype), queue.detach().to(dtype))
 
 
