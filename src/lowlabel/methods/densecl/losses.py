@@ -5,7 +5,6 @@ All inputs are L2-normalised along the channel dimension by the caller; queues a
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
 import torch
@@ -56,9 +55,8 @@ def queue_logsumexp(q: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
     `_QueueLogSumExp`).
     """
     dtype = torch.promote_types(q.dtype, torch.float32)
-    # meta tensors (FLOP counting) have no autocast to turn off
-    no_autocast = contextlib.nullcontext() if q.is_meta else torch.autocast(q.device.type, enabled=False)
-    with no_autocast:
+    device_type = "cpu" if q.is_meta else q.device.type  # meta tensors (FLOP counting) have no autocast of their own
+    with torch.autocast(device_type, enabled=False):
         return _QueueLogSumExp.apply(q.to(dtype), queue.detach().to(dtype))
 
 
