@@ -7,8 +7,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from lowlabel.methods.densecl.losses import dense_correspondence, dense_info_nce, densecl_loss, info_nce
+from lowlabel.methods.densecl.losses import (
+    dense_correspondence,
+    dense_info_nce,
+    densecl_loss,
+    info_nce,
+    queue_logsumexp,
+)
 
 
 def _unit(*shape: int, dim: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -119,8 +126,6 @@ def test_densecl_loss_weights_and_moco_mode() -> None:
 
 @pytest.mark.parametrize("scale", [1.0, 5.0, 40.0])  # at 40 the logits reach 1600: exp overflows, shifted path
 def test_queue_logsumexp_value_and_gradient_equal_torch_logsumexp(scale: float) -> None:
-    from lowlabel.methods.densecl.losses import queue_logsumexp
-
     q, queue = scale * _unit(7, 16, dim=1, seed=10), scale * _unit(16, 300, dim=0, seed=11)
     results = []
     for lse_of in (queue_logsumexp, lambda x, Q: torch.logsumexp(x @ Q, dim=1)):
@@ -134,8 +139,6 @@ def test_queue_logsumexp_value_and_gradient_equal_torch_logsumexp(scale: float) 
 
 
 def test_queue_logsumexp_sums_in_float32_for_half_inputs() -> None:
-    from lowlabel.methods.densecl.losses import queue_logsumexp
-
     # 65,536 keys equal to q at 1/tau = 5: every logit is 5, the sum 65,536 e^5 ~ 9.7e6 overflows float16
     q = torch.zeros(2, 8, dtype=torch.float16)
     q[:, 0] = 5.0
@@ -150,8 +153,6 @@ def test_queue_logsumexp_sums_in_float32_for_half_inputs() -> None:
 
 
 def test_queue_logsumexp_when_every_exponential_underflows() -> None:
-    from lowlabel.methods.densecl.losses import queue_logsumexp
-
     # logits -200 + j: exp(-200) underflows float32, so the row-max shifted path must give the exact value
     q = torch.full((3, 1), -1.0, requires_grad=True)
     queue = 200.0 - torch.arange(4.0).unsqueeze(0)
@@ -164,10 +165,6 @@ def test_queue_logsumexp_when_every_exponential_underflows() -> None:
 
 
 def test_queue_logsumexp_runs_on_meta_tensors_for_flop_counting() -> None:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from lowlabel.methods.densecl.losses import queue_logsumexp
-
     q = torch.empty(6, 8, device="meta", requires_grad=True)
     with FlopCounterMode(display=False) as counter:
         out = queue_logsumexp(q, torch.empty(8, 50, device="meta"))

@@ -49,18 +49,17 @@ def probe_data(size: int, seed: int, *, single_object: bool = False, n_train: in
 def probe_scores(backbone: torch.nn.Module, *, size: int, seed: int, device: torch.device) -> dict[str, float]:
     """Frozen-backbone probes on the shapes world: {'miou': per-pixel segmentation of multi-object scenes,
     'class_acc': shape of the object in one-object scenes}."""
-    scores = {}
-    for single_object in (False, True):
-        tr, te = probe_data(size, seed, single_object=single_object)
-        train_maps = backbone_maps(backbone, tr.images.to(device))
-        test_maps = backbone_maps(backbone, te.images.to(device))
-        if single_object:
-            scores["class_acc"] = class_probe(train_maps, tr.shape.to(device), test_maps, te.shape.to(device),
-                                              tr.n_seg_classes - 1)
-        else:
-            scores["miou"] = segmentation_probe(train_maps, tr.semantic.to(device), test_maps,
-                                                te.semantic.to(device), tr.n_seg_classes, seed=seed)
-    return scores
+    seg_train, seg_test = probe_data(size, seed)
+    cls_train, cls_test = probe_data(size, seed, single_object=True)
+
+    def maps(part: ShapesImages) -> torch.Tensor:
+        return backbone_maps(backbone, part.images.to(device))
+
+    miou = segmentation_probe(maps(seg_train), seg_train.semantic.to(device), maps(seg_test),
+                              seg_test.semantic.to(device), seg_train.n_seg_classes, seed=seed)
+    acc = class_probe(maps(cls_train), cls_train.shape.to(device), maps(cls_test), cls_test.shape.to(device),
+                      cls_train.n_seg_classes - 1)
+    return {"miou": miou, "class_acc": acc}
 
 
 def trivial_scores(*, size: int, seed: int) -> dict[str, float]:
