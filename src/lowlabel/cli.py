@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from lowlabel import registry
+from lowlabel import extras, registry
 from lowlabel.errors import LowlabelError
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ def demo(
         console.print("No method is ready yet: `lowlabel list` shows the plan.")
         return
     recipes = [m.recipe() for m in methods]  # planned methods fail here, before any work
+    for m in methods:
+        extras.check(m.extras, f"the {m.slug} demo")
     from lowlabel.engine import runtime as rt
     from lowlabel.engine.trainer import write_json
 
@@ -123,7 +126,9 @@ def train(
     device: Device = "auto",
 ) -> None:
     """Train a method; the run folder gets config.yaml, metrics.jsonl, checkpoints/ and summary.json."""
-    recipe = registry.get(slug).recipe()
+    method = registry.get(slug)
+    recipe = method.recipe()
+    extras.check(method.extras, f"training {slug}")
     from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import rundir
     from lowlabel.engine import runtime as rt
@@ -211,5 +216,6 @@ def run() -> None:
     try:
         app(prog_name="lowlabel")
     except LowlabelError as err:
-        err_console.print(f"[red]error:[/red] {err}")
+        # escaped: messages hold brackets such as lowlabel[text]; one line, however narrow the terminal
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         sys.exit(2)

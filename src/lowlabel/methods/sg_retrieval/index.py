@@ -12,6 +12,7 @@ import torch
 
 from lowlabel.engine import checkpoint as ckpt
 from lowlabel.errors import LowlabelError
+from lowlabel.extras import require
 from lowlabel.methods.sg_retrieval.graphs import PackedGraphs
 from lowlabel.methods.sg_retrieval.model import GraphEmbedding
 from lowlabel.nn.text import label_embedder
@@ -76,7 +77,7 @@ def embed_graphs(
 
 def build_index(embeddings: torch.Tensor, ids: list[str], out: Path, meta: dict) -> Path:
     """Write folder `out`: index.faiss (IndexFlatIP over the unit embeddings), ids.json, meta.json."""
-    import faiss
+    faiss = require("faiss", "graph", "the graph index")
 
     out.mkdir(parents=True, exist_ok=True)
     index = faiss.IndexFlatIP(embeddings.shape[1])
@@ -91,7 +92,7 @@ class GraphIndex:
     """A folder written by `build_index`: full-database search and re-ranking of candidate lists."""
 
     def __init__(self, folder: str | Path) -> None:
-        import faiss
+        faiss = require("faiss", "graph", "the graph index")
 
         self.folder = Path(folder)
         if not (self.folder / "index.faiss").is_file():

@@ -8,6 +8,8 @@ import warnings
 import torch
 from torch import nn
 
+from lowlabel.extras import require
+
 
 class GraphEmbedding(nn.Module):
     """Scene graph -> L2-normalised embedding (spec "Architecture"); score = dot product of two embeddings.
@@ -34,6 +36,7 @@ class GraphEmbedding(nn.Module):
         official_padding: bool = False,
     ) -> None:
         super().__init__()
+        require("torch_geometric", "graph", "the scene-graph encoder")
         from torch_geometric.nn import GCNConv, GINConv
 
         if conv not in ("gcn", "gin"):
