@@ -1,0 +1,1 @@
+"""FDRL: facial expression recognition by feature decomposition and reconstruction (Ruan et al., CVPR 2021)."""

@@ -1,0 +1,204 @@
+"""FDRL's head on any pooled backbone feature: FDN, FRN (Intra-RM + Inter-RM) and EPN (spec "Architecture").
+
+Notation: N images, P backbone feature size, M latent features (branches), D latent size, C classes.
+- FDN: l_ij = ReLU(W_dj x_i + b_dj) ∈ R^D, M independent branches (spec Architecture 2).
+- Intra-RM: α_ij = ‖sigmoid(W_sj l_ij + b_sj)‖₁ ∈ (0, D), f_ij = α_ij · l_ij (spec Architecture 3, `intra_relation`).
+- Inter-RM: node features g_ij = ReLU(W_ej f_ij + b_ej) (one FC per node), relation weights ω_i(j, k) between
+  nodes j ≠ k (ω_i(j, j) = 0), f̂_ij = Σ_k ω_i(j, k) g_ik, y_ij = δ f_ij + (1 − δ) f̂_ij (the paper's form; the
+  unofficial code uses δ g_ij: `skip="message"`). The paper does not pin ω: `relation_weights` names the choices.
+- EPN: logits = W_p Σ_j y_ij + b_p.
+Every per-branch layer is one batched (M, out, in) weight in torch Linear layout, so branch j of this module holds
+the same numbers as an `nn.Linear` of the unofficial per-branch code would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lowlabel.errors import LowlabelError
+from lowlabel.methods.fdrl.losses import normalise_weights
+
+RELATIONS: tuple[str, ...] = ("tanh_distance", "tanh_cosine")
+SKIPS: tuple[str, ...] = ("intra", "message")
+
+
+class BranchLinear(nn.Module):
+    """M independent Linear layers in one (M, out, in) weight and (M, out) bias (torch Linear layout per branch).
+
+    forward: x (N, in), shared by all branches, or (N, M, in), one input per branch -> (N, M, out).
+    Initialised like `nn.Linear` (uniform ±1/√in for weight and bias), from the global RNG.
+    """
+
+    def __init__(self, branches: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(branches, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(branches, out_features))
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, out, inp = self.weight.shape
+        if x.ndim == 2 and x.shape[1] == inp:
+            return F.linear(x, self.weight.reshape(m * out, inp), self.bias.reshape(-1)).view(-1, m, out)
+        if x.ndim == 3 and x.shape[1:] == (m, inp):
+            return torch.einsum("nmi,moi->nmo", x, self.weight) + self.bias
+        raise LowlabelError(f"BranchLinear({m} branches, {inp} -> {out}) got input {tuple(x.shape)}; expected "
+                            f"(N, {inp}) or (N, {m}, {inp})")
+
+
+def intra_relation(latent: torch.Tensor, weight: torch.Tensor,
+                   bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intra-feature relation weights and intra-aware features (spec Architecture 3, Intra-RM).
+
+    latent: (N, M, D) latent features l_ij; weight: (M, D, D) per-branch W_sj in torch Linear layout (out, in);
+    bias: (M, D). Returns alphas (N, M), α_ij = ‖sigmoid(W_sj l_ij + b_sj)‖₁ ∈ (0, D) (the L1 norm of a positive
+    vector is its sum), and the reweighted latent f_ij = α_ij · l_ij, (N, M, D).
+    """
+    if latent.ndim != 3 or weight.shape != (latent.shape[1], latent.shape[2], latent.shape[2]) \
+            or bias.shape != latent.shape[1:]:
+        raise LowlabelError(f"intra_relation needs latent (N, M, D), weight (M, D, D), bias (M, D), got "
+                            f"{tuple(latent.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}")
+    gates = torch.sigmoid(torch.einsum("nmi,moi->nmo", latent, weight) + bias)
+    alphas = gates.sum(dim=2)
+    return alphas, alphas.unsqueeze(2) * latent
+
+
+def _pairwise_distance(nodes: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances (N, M, M) between the M rows of each image, with a zero (not NaN) gradient where two
+    rows coincide (ReLU nodes often do: e.g. two all-zero rows)."""
+    sq = (nodes.unsqueeze(2) - nodes.unsqueeze(1)).pow(2).sum(dim=3)
+    positive = sq > 0
+    return torch.where(positive, torch.where(positive, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
+
+
+def relation_weights(nodes: torch.Tensor, relation: str = "tanh_distance") -> torch.Tensor:
+    """Inter-feature relation weights ω_i(j, k) (N, M, M) of node features (N, M, D), zero on the diagonal.
+
+    The paper computes ω from the two node features through tanh without pinning the function; choices:
+    - "tanh_distance": ω(j, k) = tanh(‖g_ij − g_ik‖₂) (the unofficial re-implementation's reading, the default);
+    - "tanh_cosine": ω(j, k) = tanh(cos(g_ij, g_ik)) (a similarity reading: alike nodes exchange more).
+    """
+    if nodes.ndim != 3:
+        raise LowlabelError(f"relation_weights needs node features (N, M, D), got {tuple(nodes.shape)}")
+    if relation == "tanh_distance":
+        raw = _pairwise_distance(nodes)
+    elif relation == "tanh_cosine":
+        unit = F.normalize(nodes, dim=2)
+        raw = unit @ unit.transpose(1, 2)
+    else:
+        raise LowlabelError(f"relation='{relation}' is not an Inter-RM relation; use one of {', '.join(RELATIONS)}")
+    off_diagonal = 1.0 - torch.eye(nodes.shape[1], dtype=nodes.dtype, device=nodes.device)
+    return torch.tanh(raw) * off_diagonal
+
+
+class FeatureDecomposition(nn.Module):
+    """FDN: x (N, P) -> latent l (N, M, D) = ReLU of M independent FC branches."""
+
+    def __init__(self, in_features: int, *, num_latent: int = 9, latent_dim: int = 128) -> None:
+        super().__init__()
+        self.branches = BranchLinear(num_latent, in_features, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.branches(x))
+
+
+class IntraRelation(nn.Module):
+    """Intra-RM: latent (N, M, D) -> (alphas (N, M), intra-aware features (N, M, D)); see `intra_relation`."""
+
+    def __init__(self, *, num_latent: int = 9, latent_dim: int = 128) -> None:
+        super().__init__()
+        self.gate = BranchLinear(num_latent, latent_dim, latent_dim)
+
+    def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return intra_relation(latent, self.gate.weight, self.gate.bias)
+
+
+class InterRelation(nn.Module):
+    """Inter-RM: intra-aware features f (N, M, D) -> importance-aware features y (N, M, D).
+
+    g = ReLU(per-node FC(f)); ω = `relation_weights(g, relation)`; f̂ = ω g; y = δ·s + (1 − δ)·f̂ with s = f
+    (`skip="intra"`, the paper's equation) or s = g (`skip="message"`, the unofficial code). δ = `delta` (0.5).
+    """
+
+    def __init__(self, *, num_latent: int = 9, latent_dim: int = 128, relation: str = "tanh_distance",
+                 delta: float = 0.5, skip: str = "intra") -> None:
+        super().__init__()
+        if relation not in RELATIONS:
+            raise LowlabelError(f"relation='{relation}' is not an Inter-RM relation; use one of {', '.join(RELATIONS)}")
+        if skip not in SKIPS:
+            raise LowlabelError(f"skip='{skip}' is not an Inter-RM skip input; use one of {', '.join(SKIPS)}")
+        if not 0.0 <= delta <= 1.0:
+            raise LowlabelError(f"delta={delta}: the balance parameter δ must lie in [0, 1]")
+        self.message = BranchLinear(num_latent, latent_dim, latent_dim)
+        self.relation, self.delta, self.skip = relation, delta, skip
+
+    def forward(self, intra: torch.Tensor) -> torch.Tensor:
+        nodes = F.relu(self.message(intra))
+        mixed = relation_weights(nodes, self.relation) @ nodes
+        kept = intra if self.skip == "intra" else nodes
+        return self.delta * kept + (1.0 - self.delta) * mixed
+
+
+@dataclass
+class FDRLOutput:
+    """What the head returns: logits (N, C); latent l (N, M, D); alphas (N, M) raw α_ij; weights (N, M) the alphas
+    normalised per image (rows sum to 1); feature (N, D) the expression feature y_i = Σ_j y_ij."""
+
+    logits: torch.Tensor
+    latent: torch.Tensor
+    alphas: torch.Tensor
+    weights: torch.Tensor
+    feature: torch.Tensor
+
+
+class FDRLHead(nn.Module):
+    """FDN + FRN + EPN on a pooled feature x (N, P), with the learnable loss centres as parameters.
+
+    `latent_centres` (M, D), the c_j of L_C, start at 0 (unofficial: randn, which a ReLU latent cannot reach in its
+    negative entries); `class_centres` (C, M), the w̃_k of L_D, start at D/2, the alpha of a zero gate input
+    (unofficial: randn, ~D/2 away from every alpha, which Adam at lr 1e-4 closes at ~1e-4 per step).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, num_latent: int = 9, latent_dim: int = 128,
+                 relation: str = "tanh_distance", delta: float = 0.5, skip: str = "intra") -> None:
+        super().__init__()
+        if min(in_features, num_classes, num_latent, latent_dim) < 1:
+            raise LowlabelError(f"FDRLHead sizes must be positive: in_features={in_features}, num_classes="
+                                f"{num_classes}, num_latent={num_latent}, latent_dim={latent_dim}")
+        self.fdn = FeatureDecomposition(in_features, num_latent=num_latent, latent_dim=latent_dim)
+        self.intra = IntraRelation(num_latent=num_latent, latent_dim=latent_dim)
+        self.inter = InterRelation(num_latent=num_latent, latent_dim=latent_dim, relation=relation, delta=delta,
+                                   skip=skip)
+        self.epn = nn.Linear(latent_dim, num_classes)
+        self.latent_centres = nn.Parameter(torch.zeros(num_latent, latent_dim))
+        self.class_centres = nn.Parameter(torch.full((num_classes, num_latent), latent_dim / 2.0))
+
+    def forward(self, x: torch.Tensor) -> FDRLOutput:
+        latent = self.fdn(x)
+        alphas, intra = self.intra(latent)
+        feature = self.inter(intra).sum(dim=1)
+        return FDRLOutput(self.epn(feature), latent, alphas, normalise_weights(alphas), feature)
+
+
+class FDRL(nn.Module):
+    """A backbone followed by the FDRL head: images -> `FDRLOutput`.
+
+    `backbone` maps images to a pooled (N, P) feature, or to a (N, P, H, W) map, which is globally average-pooled
+    (as the paper's ResNet-18 conv stages + GAP).
+    """
+
+    def __init__(self, backbone: nn.Module, head: FDRLHead) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, images: torch.Tensor) -> FDRLOutput:
+        feats = self.backbone(images)
+        if feats.ndim == 4:
+            feats = feats.mean(dim=(2, 3))
+        return self.head(feats)
