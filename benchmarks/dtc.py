@@ -27,6 +27,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import measure, write_results
+from lowlabel.engine.recipe import build_optimizer
 from lowlabel.methods.dtc import losses, recipe
 from lowlabel.methods.dtc.data import read_la_case
 from lowlabel.methods.dtc.inference import model_prob_fn, sliding_window_probs
@@ -74,7 +75,8 @@ def plain_step_fn(cfg: recipe.Config) -> Callable:
         image, label = batch
         level_set, logits = model(image)
         target = torch.from_numpy(scipy_sdf(label[:nl].numpy())).float()
-        ramp = recipe.consistency_ramp(step, cfg.consistency, cfg.consistency_rampup, cfg.ramp_every)
+        ramp = recipe.consistency_ramp(step, cfg.consistency, cfg.consistency_rampup,
+                                       recipe.ramp_unit(cfg, recipe.OFFICIAL_STEPS))
         return {"dice": losses.dice_loss(torch.sigmoid(logits[:nl, 0]), label[:nl]),
                 "lsf": cfg.beta * losses.level_set_loss(level_set[:nl, 0], target),
                 "dtc": ramp * losses.dual_task_consistency(level_set, logits, cfg.k)}
@@ -89,8 +91,8 @@ def train_step_row(name: str, cfg: recipe.Config, repeat: int, *, plain: bool) -
     model = recipe.build_model(cfg)
     if not plain:
         prefer_channels_last(model, "cpu")
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    step_fn = plain_step_fn(cfg) if plain else recipe.make_step_fn(cfg)
+    opt = build_optimizer(model.parameters(), cfg.optim)
+    step_fn = plain_step_fn(cfg) if plain else recipe.make_step_fn(cfg, recipe.OFFICIAL_STEPS)
     image, label = patches(CASE, recipe.effective_patch(cfg), 4, cfg.scale)
 
     def step() -> None:

@@ -19,7 +19,8 @@ from torch import nn
 from _common import write_results
 from lowlabel.engine import runtime as rt
 from lowlabel.engine.batches import TensorBatches
-from lowlabel.engine.trainer import TrainConfig, Trainer
+from lowlabel.engine.recipe import OptimConfig, TrainConfig
+from lowlabel.engine.trainer import Trainer
 
 SIZES = {"mlp-256": (256, 2), "mlp-1024": (1024, 3)}
 
@@ -54,8 +55,8 @@ def bare(model: nn.Module, source: TensorBatches, steps: int) -> tuple[float, fl
 
 
 def engine(model: nn.Module, source: TensorBatches, steps: int, runtime: rt.Runtime) -> tuple[float, float]:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    trainer = Trainer(model, opt, step, config=TrainConfig(max_steps=steps, log_every=50), runtime=runtime)
+    trainer = Trainer(model, step, config=TrainConfig(max_steps=steps, log_every=50),
+                      optim=OptimConfig(name="sgd", lr=0.01, momentum=0.0), runtime=runtime)
     c0, t0 = time.process_time(), time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # the trainer's progress lines are not part of the measurement
         trainer.fit(source)

@@ -35,16 +35,6 @@ app = typer.Typer(
 data_app = typer.Typer(help="Synthetic worlds with exact ground truth.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-# Sub-command groups of methods: command name -> method slug. They do real work on the user's files, so they are
-# offered as soon as the method's cli module exists; `demo`/`train`/`eval` still refuse a planned method.
-METHOD_COMMANDS = {
-    "completer": "completer",
-    "fiqa": "sdd_fiqa",
-    "densecl": "densecl",
-    "dtc": "dtc",
-    "sgr": "sg_retrieval",
-}
-
 Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set a.b=c (repeat).")]  # noqa: UP045
 
@@ -87,32 +77,53 @@ def _print_demo(result: DemoResult) -> None:
 @app.command()
 def demo(
     slugs: Annotated[Optional[list[str]], typer.Argument(help="Methods to demo (default: every ready one).")] = None,  # noqa: UP045
-    quick: Annotated[bool, typer.Option(help="Smaller, faster demo (for tests).")] = False,
-    out: Annotated[Path, typer.Option(help="Folder for demo outputs.")] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option(help="Smaller, faster demo (what `make demo` runs).")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for demo outputs and report.html.")] = Path("runs/demo"),
     device: Device = "auto",
 ) -> None:
-    """Train each method on built-in data and print its metric beside a named baseline."""
+    """Train each method on built-in data, print its metric beside a named baseline, and write one HTML page with
+    every method's table and figures (OUT/report.html)."""
+    import time
+
     methods = [registry.get(s) for s in slugs] if slugs else registry.ready()
     if not methods:
         console.print("No method is ready yet: `lowlabel list` shows the plan.")
         return
-    recipes = [m.recipe() for m in methods]  # planned methods fail here, before any work
+    demos = [m.demo() for m in methods]  # planned methods fail here, before any work
     for m in methods:
         extras.check(m.extras, f"the {m.slug} demo")
     from lowlabel.engine import runtime as rt
     from lowlabel.engine.trainer import write_json
+    from lowlabel.report.html import demo_report
 
     runtime = rt.init(device)
-    lost = []
-    for method, recipe in zip(methods, recipes, strict=True):
-        console.rule(f"{method.title} ({method.slug})")
-        result = recipe.demo(quick=quick, out=out / method.slug, runtime=runtime)
+    lost, results = [], []
+    start = time.perf_counter()
+    for number, (method, demo_module) in enumerate(zip(methods, demos, strict=True), 1):
+        console.rule(f"[{number}/{len(methods)}] {method.title} ({method.slug}), "
+                     f"{time.perf_counter() - start:.0f} s so far")
+        result = demo_module.run(quick=quick, out=out / method.slug, runtime=runtime)
         write_json(out / method.slug / "demo.json", result.to_json())
         _print_demo(result)
+        results.append((result.to_json(), demo_module.figures(out / method.slug)))
         if not result.wins:
             lost.append(method.slug)
+    page = demo_report(results, out / "report.html", quick=quick)
+    console.print(f"{len(methods)} demo(s) in {time.perf_counter() - start:.0f} s; report: {page}")
     if lost:
         raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (runs/<slug>/<timestamp>), one or several.")],
+    out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
+) -> None:
+    """One self-contained HTML page for run folders: config (or its diff), loss curves, evaluation over training,
+    final metrics (mean ± std when the runs are seeds of one setting) and each method's figures."""
+    from lowlabel.report.html import run_report
+
+    console.print(f"wrote {run_report(runs, out)}")
 
 
 @app.command()
@@ -132,6 +143,7 @@ def train(
     from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import rundir
     from lowlabel.engine import runtime as rt
+    from lowlabel.engine.trainer import write_json
 
     if resume:
         run_dir = rundir.resume_dir(out, slug)
@@ -143,6 +155,8 @@ def train(
         run_dir = rundir.new_run_dir(out, slug)
     if runtime.is_main:
         cfg_mod.save_config(cfg, run_dir / "config.yaml")
+        if not resume:
+            write_json(run_dir / "run.json", {"slug": method.slug, "data": str(data.resolve()) if data else None})
     try:
         summary = recipe.train(cfg, data=data, run_dir=run_dir, runtime=runtime, resume=resume)
     finally:
@@ -195,12 +209,14 @@ def data_preview(
 
 
 def _register_method_commands() -> None:
-    for name, slug in METHOD_COMMANDS.items():
-        if importlib.util.find_spec(f"lowlabel.methods.{slug}") is None:  # the method package is not written yet
+    """Mount each method's own sub-commands (`lowlabel <cli_name> ...`) as soon as its cli module exists: they do
+    real work on the user's files; `demo`/`train`/`eval` still refuse a planned method."""
+    for method in registry.METHODS.values():
+        if importlib.util.find_spec(f"lowlabel.methods.{method.slug}") is None:  # the method package is not written yet
             continue
-        module_name = f"lowlabel.methods.{slug}.cli"
+        module_name = f"lowlabel.methods.{method.slug}.cli"
         if importlib.util.find_spec(module_name) is not None:
-            app.add_typer(importlib.import_module(module_name).app, name=name)
+            app.add_typer(importlib.import_module(module_name).app, name=method.cli_name)
 
 
 _register_method_commands()

@@ -10,7 +10,8 @@ from torch import nn
 
 from lowlabel.engine import runtime as rt
 from lowlabel.engine.batches import TensorBatches
-from lowlabel.engine.trainer import TrainConfig, Trainer
+from lowlabel.engine.recipe import OptimConfig, TrainConfig
+from lowlabel.engine.trainer import Trainer
 
 
 def data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,7 +29,6 @@ def main(out: Path) -> None:
     runtime = rt.init("cpu", seed=0)
     x, y = data()
     net = model()
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
     grads = []
 
     def step(m, batch, s):
@@ -37,8 +37,8 @@ def main(out: Path) -> None:
     def keep_grads(m, aux, s):
         grads.append([p.grad.clone() for p in m.parameters()])
 
-    trainer = Trainer(net, opt, step, config=TrainConfig(max_steps=3, log_every=100), runtime=runtime,
-                      after_step=keep_grads)
+    trainer = Trainer(net, step, config=TrainConfig(max_steps=3, log_every=100),
+                      optim=OptimConfig(name="sgd", lr=0.1, momentum=0.0), runtime=runtime, after_step=keep_grads)
     trainer.fit(TensorBatches([x, y], 8, runtime, shuffle=False))
 
     t = torch.full((2,), float(runtime.rank + 1), requires_grad=True)

@@ -72,3 +72,21 @@ def test_plain_pickle_is_not_a_checkpoint(tmp_path):
     path.write_bytes(pickle.dumps([1, 2]))
     with pytest.raises(LowlabelError):
         ckpt.load(path)
+
+
+def test_load_into_reads_training_checkpoints_and_bare_state_dicts(tmp_path):
+    from torch import nn
+
+    from lowlabel.engine.checkpoint import atomic_save, load_into
+
+    source = nn.Linear(3, 2)
+    atomic_save({"model": source.state_dict(), "step": 5}, tmp_path / "run.pt")
+    atomic_save(source.state_dict(), tmp_path / "bare.pt")
+    for name in ("run.pt", "bare.pt"):
+        target = load_into(nn.Linear(3, 2), tmp_path / name)
+        assert torch.equal(target.weight, source.weight) and torch.equal(target.bias, source.bias)
+    with pytest.raises(LowlabelError, match=r"does not fit this model/config .*size mismatch"):
+        load_into(nn.Linear(4, 2), tmp_path / "bare.pt")
+    atomic_save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(LowlabelError, match="holds no state dict"):
+        load_into(nn.Linear(3, 2), tmp_path / "list.pt")

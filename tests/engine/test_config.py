@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from lowlabel.engine.config import config_keys, load_config, save_config
-from lowlabel.engine.trainer import TrainConfig
+from lowlabel.engine.recipe import TrainConfig
 from lowlabel.errors import LowlabelError
 
 

@@ -32,3 +32,17 @@ def test_device_choice():
             rt.select_device("cuda")
     with pytest.raises(LowlabelError, match="unknown device"):
         rt.select_device("tpu9")
+
+
+def test_seeded_builds_like_manual_seed_and_restores_the_global_stream():
+    from lowlabel.engine.runtime import seeded
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(7)
+    reference = torch.nn.Linear(4, 2).weight.detach().clone()
+    torch.manual_seed(123)
+    with seeded(7):
+        built = torch.nn.Linear(4, 2).weight.detach().clone()
+    assert torch.equal(built, reference)  # the weights torch.manual_seed(7) gives
+    assert torch.equal(torch.rand(3), expected_next)  # the outer stream carries on as if nothing happened

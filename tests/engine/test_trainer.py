@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from lowlabel.engine.batches import DatasetBatches, TensorBatches
-from lowlabel.engine.trainer import TrainConfig, Trainer
+from lowlabel.engine.recipe import OptimConfig, TrainConfig
+from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
 
 X = torch.randn(96, 5, generator=torch.Generator().manual_seed(1))
@@ -19,41 +20,47 @@ def mse_step(model, batch, step):
     return {"mse": ((model(x) - y) ** 2).mean(), "l1": (model(x) - y).abs().mean()}
 
 
-def make_trainer(run_dir, runtime, steps, step_fn=mse_step, **cfg):
+class KilledError(Exception):
+    """Stands in for a kill: raised by the step function at a chosen step."""
+
+
+def make_trainer(run_dir, runtime, steps, step_fn=mse_step, kill_at=None, **cfg):
+    def maybe_killed(model, batch, step):
+        if step == kill_at:
+            raise KilledError
+        return step_fn(model, batch, step)
+
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5)
+    optim = OptimConfig(name="sgd", lr=0.05, momentum=0.9, schedule="step", milestones=[0.4, 0.8], gamma=0.5)
     config = TrainConfig(max_steps=steps, log_every=4, checkpoint_every=5, **cfg)
-    return Trainer(model, opt, step_fn, config=config, runtime=runtime, run_dir=run_dir, scheduler=sched,
+    return Trainer(model, maybe_killed, config=config, optim=optim, runtime=runtime, run_dir=run_dir,
                    loss_weights={"l1": 0.5})
 
 
-def test_killed_and_resumed_run_is_bit_identical(tmp_path, cpu_runtime):
+@pytest.mark.parametrize(("kill_at", "checkpoint"), [(12, 10), (15, 15)])
+def test_killed_and_resumed_run_is_bit_identical(tmp_path, cpu_runtime, kill_at, checkpoint):
     full = make_trainer(tmp_path / "full", cpu_runtime, 23)
     full.fit(TensorBatches([X, Y], 16, cpu_runtime, seed=3))
-    part = make_trainer(tmp_path / "part", cpu_runtime, 23)
-    part.config.max_steps = 12  # "killed" after step 12 (last checkpoint at 12: the end of that run)
-    part.fit(TensorBatches([X, Y], 16, cpu_runtime, seed=3))
+    part = make_trainer(tmp_path / "part", cpu_runtime, 23, kill_at=kill_at)
+    with pytest.raises(KilledError):
+        part.fit(TensorBatches([X, Y], 16, cpu_runtime, seed=3))
     resumed = make_trainer(tmp_path / "part", cpu_runtime, 23)
     summary = resumed.fit(TensorBatches([X, Y], 16, cpu_runtime, seed=3), resume=True)
-    assert summary["resumed_from"].endswith("step_00000012.pt")
+    assert summary["resumed_from"].endswith(f"step_{checkpoint:08d}.pt") and resumed.step == 23
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.25)  # both milestones passed
 
 
-def test_resume_from_a_mid_interval_checkpoint_repeats_the_lost_steps(tmp_path, cpu_runtime):
-    full = make_trainer(tmp_path / "full", cpu_runtime, 17)
-    full.fit(TensorBatches([X, Y], 16, cpu_runtime, seed=3))
-    part = make_trainer(tmp_path / "part", cpu_runtime, 17)
-    part.config.max_steps = 13
-    part.fit(TensorBatches([X, Y], 16, cpu_runtime, seed=3))
-    (tmp_path / "part" / "checkpoints" / "step_00000013.pt").unlink()  # the kill came before step 13's save
-    resumed = make_trainer(tmp_path / "part", cpu_runtime, 17)
-    resumed.fit(TensorBatches([X, Y], 16, cpu_runtime, seed=3), resume=True)
-    assert resumed.step == 17
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+def test_epochs_resolve_the_length_and_the_schedule_once(tmp_path, cpu_runtime):
+    trainer = make_trainer(tmp_path, cpu_runtime, 0, epochs=3)  # 96 samples / 16 = 6 steps per epoch
+    lrs = []
+    trainer.after_step = lambda model, aux, step: lrs.append(trainer.optimizer.param_groups[0]["lr"])
+    summary = trainer.fit(TensorBatches([X, Y], 16, cpu_runtime))
+    assert summary["steps"] == 18 == trainer.total_steps
+    # milestones at round(0.4 * 18) = 7 and round(0.8 * 18) = 14: the lr after step s is the one for step s
+    assert lrs == [0.05 * 0.5 ** ((s >= 7) + (s >= 14)) for s in range(1, 19)]
 
 
 def test_metrics_summary_and_loss_weights(tmp_path, cpu_runtime):
@@ -107,3 +114,15 @@ def test_too_little_data_is_a_clear_error(cpu_runtime):
         DatasetBatches(torch.utils.data.TensorDataset(torch.arange(3)), 8, cpu_runtime)
     with pytest.raises(LowlabelError, match="disagree"):
         TensorBatches([torch.zeros(3), torch.zeros(4)], 2, cpu_runtime)
+
+
+def test_embed_runs_chunks_in_eval_mode_and_restores_the_mode():
+    from lowlabel.engine.batches import embed
+
+    model = nn.Sequential(nn.Linear(5, 3), nn.Dropout(0.9)).train()
+    out = embed(model, X, batch_size=7)
+    assert model.training and out.shape == (96, 3) and not out.requires_grad
+    assert torch.allclose(out, model[0](X).detach(), atol=1e-6)  # dropout off, same as one big batch
+    assert torch.equal(embed(lambda x: x * 2, X, batch_size=1000), X * 2)
+    with pytest.raises(LowlabelError, match="batch_size"):
+        embed(model, X, batch_size=0)

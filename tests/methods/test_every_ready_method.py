@@ -45,6 +45,6 @@ def test_state_dict_round_trips(slug, cpu_runtime, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("slug", READY)
 def test_quick_demo_beats_its_baseline(slug, cpu_runtime, tmp_path):
-    result = registry.get(slug).recipe().demo(quick=True, out=tmp_path, runtime=cpu_runtime)
+    result = registry.get(slug).demo().run(quick=True, out=tmp_path, runtime=cpu_runtime)
     assert result.method in result.rows and result.baseline in result.rows
     assert result.wins, f"{slug}: {result.method} did not beat {result.baseline}: {result.rows}"

@@ -97,3 +97,21 @@ def test_bad_inputs() -> None:
         seg.dice(np.zeros((3, 3, 3)), np.zeros((3, 3, 4)))
     with pytest.raises(LowlabelError, match="spacing"):
         seg.hd95(np.ones((3, 3, 3)), np.ones((3, 3, 3)), spacing=(1.0, 1.0))
+
+
+def test_confusion_miou_against_a_hand_computed_confusion_matrix() -> None:
+    import torch
+
+    target = torch.tensor([[0, 0, 0], [1, 1, 2]])
+    pred = torch.tensor([[0, 0, 1], [1, 2, 2]])
+    # confusion (rows target, columns prediction): [[2, 1, 0], [0, 1, 1], [0, 0, 1]]; class 3 absent from both.
+    # IoU = TP / (row + column - TP): class 0: 2 / (3 + 2 - 2) = 2/3; class 1: 1 / (2 + 2 - 1) = 1/3;
+    # class 2: 1 / (1 + 2 - 1) = 1/2. Class 3 does not count.
+    assert seg.confusion_miou(pred, target, 4) == pytest.approx((2 / 3 + 1 / 3 + 1 / 2) / 3)
+    # everything predicted as class 0: IoU_0 = 3/6, classes 1 and 2 have IoU 0 and count (present in the target)
+    assert seg.confusion_miou(torch.zeros_like(target), target, 3) == pytest.approx((3 / 6) / 3)
+    assert seg.confusion_miou(target, target, 3) == 1.0
+    # accumulated over the set, not averaged per image: row 1 alone gives (2/3 + 0) / 2, row 2 (1/2 + 1/2) / 2
+    per_image = [seg.confusion_miou(p, t, 4) for p, t in zip(pred, target, strict=True)]
+    assert per_image == pytest.approx([1 / 3, 1 / 2])
+    assert seg.confusion_miou(pred, target, 4) == pytest.approx(0.5)  # not the per-image mean 5/12

@@ -131,3 +131,22 @@ class TensorBatches:
         for b in range(start, self.steps_per_epoch):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield tuple(t.index_select(0, index) for t in self.tensors)
+
+
+@torch.no_grad()
+def embed(fn: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor, *, batch_size: int = 512,
+          device: torch.device | str | None = None) -> torch.Tensor:
+    """`fn` over `data` in chunks of `batch_size` rows (moved to `device` when given), without autograd, with a
+    module `fn` in eval mode (its mode restored after); the outputs concatenated along the first axis."""
+    if batch_size < 1:
+        raise LowlabelError(f"batch_size={batch_size}: must be at least 1")
+    module = fn if isinstance(fn, torch.nn.Module) else None
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+    try:
+        outs = [fn(chunk if device is None else chunk.to(device)) for chunk in data.split(batch_size)]
+    finally:
+        if module is not None:
+            module.train(was_training)
+    return torch.cat(outs) if outs else data.new_zeros((0,))

@@ -54,6 +54,26 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
         ) from None
 
 
+def load_into(model: torch.nn.Module, path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """`model` with the weights of `path`: a training checkpoint ({"model": state, ...}) or a bare state dict.
+
+    A file whose keys or shapes do not fit the model is a clear error naming the file and the first mismatches.
+    """
+    state = load(path, map_location=map_location)
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping):
+        raise LowlabelError(f"checkpoint {path} holds no state dict (found {type(state).__name__})")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise LowlabelError(
+            f"checkpoint {path} does not fit this model/config ({' '.join(str(err).split())[:300]}); evaluate it "
+            "with the config of the run that wrote it (its config.yaml)"
+        ) from None
+    return model
+
+
 def rng_state() -> dict[str, Any]:
     """Every RNG state this process uses, as weights-only-loadable values."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,8 +41,11 @@ def _explain(err: OmegaConfBaseException, schema: Any, source: str) -> LowlabelE
     return LowlabelError(f"invalid config in {source}: {err}")
 
 
-def load_config(schema: type[T] | T, file: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults of `schema`, then the YAML `file`, then `key=value` overrides; returns a `schema` instance.
+def load_config(schema: type[T] | T, file: str | Path | None = None, overrides: Sequence[str] = (),
+                options: Mapping[str, Any] | None = None) -> T:
+    """The one precedence rule: defaults of `schema` < the YAML `file` < a command's own `options` (dotted key ->
+    value, e.g. {"train.max_steps": 800} from `--iterations 800`; None values are options the user did not give)
+    < `key=value` overrides (`--set`). Returns a `schema` instance.
 
     Unknown keys are rejected with the list of valid keys; a value of the wrong type names its key.
     """
@@ -59,6 +62,13 @@ def load_config(schema: type[T] | T, file: str | Path | None = None, overrides: 
             raise _explain(err, schema, str(path)) from None
         except Exception as err:  # YAML syntax errors come from the yaml parser
             raise LowlabelError(f"config file {path} is not valid YAML: {err}") from None
+    for key, value in (options or {}).items():
+        if value is None:
+            continue
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.create(_nested(key, value)))
+        except OmegaConfBaseException as err:
+            raise _explain(err, schema, f"option {key}") from None
     for item in overrides:
         if "=" not in item:
             raise LowlabelError(f"override '{item}' must look like key=value (e.g. train.max_steps=100)")
@@ -67,6 +77,14 @@ def load_config(schema: type[T] | T, file: str | Path | None = None, overrides: 
         except OmegaConfBaseException as err:
             raise _explain(err, schema, f"--set {item}") from None
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    """{"a.b": v} as {"a": {"b": v}} (tuples as lists)."""
+    node: Any = list(value) if isinstance(value, tuple) else value
+    for part in reversed(key.split(".")):
+        node = {part: node}
+    return node
 
 
 def to_yaml(config: Any) -> str:

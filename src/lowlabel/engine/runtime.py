@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +65,17 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with the CPU generator seeded by `seed`, and give the global stream back afterwards: a model
+    built inside gets the weights `torch.manual_seed(seed)` would give it, with no process-wide side effect. (Only the
+    CPU generator: `torch.manual_seed` would also reseed every CUDA generator, which fork_rng(devices=[]) does not
+    restore.)"""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def init(device: str = "auto", seed: int = 0, deterministic: bool = False) -> Runtime:

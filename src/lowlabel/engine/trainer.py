@@ -7,8 +7,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lowlabel.engine import checkpoint as ckpt
 from lowlabel.engine.batches import BatchSource
+from lowlabel.engine.recipe import OptimConfig, TrainConfig, build_optimizer, build_scheduler
 from lowlabel.engine.runtime import Runtime, barrier, seed_everything
 from lowlabel.errors import LowlabelError
 
@@ -25,20 +25,6 @@ Losses = Mapping[str, torch.Tensor]
 StepFn = Callable[[nn.Module, Any, int], "Losses | tuple[Losses, Any]"]
 AfterStepFn = Callable[[nn.Module, Any, int], None]
 EvalFn = Callable[[nn.Module, int], Mapping[str, float]]
-
-
-@dataclass
-class TrainConfig:
-    """How long and how the loop runs; each method's Config holds one with its official values."""
-
-    max_steps: int = 1000
-    log_every: int = 20
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    eval_every: int = 0
-    grad_clip: float = 0.0  # max global grad norm; 0 disables clipping
-    amp: bool = True  # bf16 autocast, on CUDA only
-    seed: int = 0
 
 
 def move_to(batch: Any, device: torch.device) -> Any:
@@ -59,34 +45,42 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 class Trainer:
-    """Runs `step_fn(model, batch, step)` for `config.max_steps` steps and optimises the weighted sum of its losses.
+    """Runs `step_fn(model, batch, step)` for the configured number of steps and optimises the weighted sum of its
+    losses with the optimiser and schedule of `optim` (over `params`, default: every parameter that requires grad).
 
-    Under torchrun the model is wrapped in DistributedDataParallel: `step_fn` must reach everything that needs a
-    gradient through `model(...)` (its forward); `unwrap(model)` gives the inner module for buffers and frozen parts.
-    `step_fn` may return `(losses, aux)`; `after_step(unwrapped_model, aux, step)` then runs after the optimizer step
-    (e.g. to enqueue keys). A non-finite loss stops the run with an error naming the step and the term.
-    Checkpoints hold model (with buffers), optimizer, scheduler, step and RNG states; `fit(resume=True)` continues
-    from the newest checkpoint of `run_dir`, and on one process ends bit-identical to an uninterrupted run.
+    The run's length is resolved once, in `fit`, by `TrainConfig.total_steps` (max_steps, else epochs x the batch
+    source's steps per epoch), and the lr schedule is built for that length. Under torchrun the model is wrapped in
+    DistributedDataParallel: `step_fn` must reach everything that needs a gradient through `model(...)` (its
+    forward); `unwrap(model)` gives the inner module for buffers and frozen parts. `step_fn` may return
+    `(losses, aux)`; `after_step(unwrapped_model, aux, step)` then runs after the optimizer step (e.g. to enqueue
+    keys). A non-finite loss stops the run with an error naming the step and the term. Checkpoints hold model
+    (with buffers), optimizer, scheduler, step and RNG states; `fit(resume=True)` continues from the newest
+    checkpoint of `run_dir`, and on one process ends bit-identical to an uninterrupted run.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
         step_fn: StepFn,
         *,
         config: TrainConfig,
+        optim: OptimConfig,
         runtime: Runtime,
+        params: Iterable[Any] | None = None,
+        lr_scale: float = 1.0,
         run_dir: Path | None = None,
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         loss_weights: Mapping[str, float] | None = None,
         eval_fn: EvalFn | None = None,
         after_step: AfterStepFn | None = None,
         find_unused_parameters: bool = False,
     ) -> None:
         self.model = model.to(runtime.device)
-        self.optimizer, self.scheduler, self.step_fn = optimizer, scheduler, step_fn
+        trainable = params if params is not None else [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(trainable, optim, lr_scale=lr_scale)
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # built in fit, once the length is known
+        self.step_fn, self.optim = step_fn, optim
         self.config, self.runtime = config, runtime
+        self.total_steps = config.max_steps
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.loss_weights = dict(loss_weights or {})
         self.eval_fn, self.after_step = eval_fn, after_step
@@ -173,28 +167,31 @@ class Trainer:
         self.step += 1
         if self.after_step is not None:
             self.after_step(self.model, aux, self.step)
-        if self.step % max(self.config.log_every, 1) == 0 or self.step == self.config.max_steps:
+        if self.step % max(self.config.log_every, 1) == 0 or self.step == self.total_steps:
             values = {"loss": float(total.detach())}
             values.update({name: float(v.detach()) for name, v in losses.items()})
             return values
         return None
 
     def fit(self, batches: BatchSource, resume: bool = False) -> dict[str, Any]:
-        """Train to `config.max_steps` and return the run summary (also written to run_dir/summary.json)."""
+        """Train for the resolved number of steps and return the run summary (also written to run_dir/summary.json)."""
         if batches.steps_per_epoch <= 0:
             raise LowlabelError("the data gives no full batch; add data or lower the batch size")
+        self.total_steps = self.config.total_steps(batches.steps_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, self.optim, total_steps=self.total_steps,
+                                         steps_per_epoch=batches.steps_per_epoch)
         resumed_from = None
         if resume and self.run_dir is not None and (latest := ckpt.newest_checkpoint(self.run_dir)) is not None:
             self.load(latest)
             resumed_from = str(latest)
         elif self.step == 0:
             seed_everything(self.config.seed + self.runtime.rank)
-        log = _Log(self.run_dir, self.runtime, self.config.max_steps, start=self.step)
+        log = _Log(self.run_dir, self.runtime, self.total_steps, start=self.step)
         if resumed_from:
             log.line(f"resumed from {resumed_from} at step {self.step}")
         t0 = time.perf_counter()
         with log:
-            while self.step < self.config.max_steps:
+            while self.step < self.total_steps:
                 epoch, start = divmod(self.step, batches.steps_per_epoch)
                 for batch in batches.epoch(epoch, start):
                     values = self.train_step(batch)
@@ -204,12 +201,12 @@ class Trainer:
                         log.record({"step": self.step, "epoch": epoch, "lr": lr, **values})
                     log.advance(self.step, self.last_losses)
                     if self.eval_fn is not None and self.config.eval_every > 0 and (
-                        self.step % self.config.eval_every == 0 or self.step == self.config.max_steps
+                        self.step % self.config.eval_every == 0 or self.step == self.total_steps
                     ):
                         self.evaluate(log)
-                    if self.step % max(self.config.checkpoint_every, 1) == 0 or self.step == self.config.max_steps:
+                    if self.step % max(self.config.checkpoint_every, 1) == 0 or self.step == self.total_steps:
                         self.save()
-                    if self.step >= self.config.max_steps:
+                    if self.step >= self.total_steps:
                         break
         summary = {
             "steps": self.step,

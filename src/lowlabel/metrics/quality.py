@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lowlabel.errors import LowlabelError
+from lowlabel.report.figures import figure, save_figure
 
 DEFAULT_FRACTIONS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(20))  # 0, 0.05, ..., 0.95
 
@@ -108,12 +109,7 @@ def pair_quality(quality: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 
 def plot_evrc(curves: Mapping[str, EVRC], path: str | Path, title: str = "error versus reject") -> Path:
     """One figure with the EVRC of several quality scores (legend: name and normalised AOC); writes a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = figure(figsize=(5.5, 4))
     for name, curve in curves.items():
         ax.plot(curve.fractions, curve.fnmr, marker="o", ms=3, label=f"{name} (AOC {aoc(curve):.3f})")
     fmr = next(iter(curves.values())).fmr if curves else 0.0
@@ -122,9 +118,5 @@ def plot_evrc(curves: Mapping[str, EVRC], path: str | Path, title: str = "error 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

@@ -3,16 +3,21 @@
 Distances are in voxel units unless `spacing` (one size per axis) is given. Surfaces follow medpy: a mask's
 surface is the mask XOR its binary erosion by the 6-connected (face) structuring element, voxels on the array border
 included. Empty-mask conventions (medpy raises instead): see each function and `case_metrics`.
+Multi-class: `confusion_miou` (torch tensors), the mIoU of the confusion matrix accumulated over a set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from lowlabel.errors import LowlabelError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,3 +109,17 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         return mask.copy()
     sizes = np.bincount(labels.ravel())[1:]
     return (labels == 1 + int(sizes.argmax())).astype(mask.dtype)
+
+
+def confusion_miou(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> float:
+    """Multi-class mIoU from the confusion matrix accumulated over the whole set (not averaged per image): the mean,
+    over the classes present in the target or the prediction, of TP / (TP + FP + FN); an absent class does not count.
+
+    pred, target: int64 tensors of one shape (any, e.g. (N, H, W)) with values in [0, n_classes).
+    """
+    cm = (target.reshape(-1) * n_classes + pred.reshape(-1)).bincount(minlength=n_classes**2)
+    cm = cm.reshape(n_classes, n_classes).double()  # rows: target class, columns: predicted class
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean())

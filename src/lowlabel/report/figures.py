@@ -1,25 +1,34 @@
-"""Writing matplotlib figures: one place for the Agg backend, the folder creation and the clean-up."""
+"""Matplotlib figures without pyplot: no process-wide backend choice, no global figure registry to leak into.
+
+`figure()` builds a `matplotlib.figure.Figure` with its axes; `save_figure()` writes it (PNG through Agg, chosen
+by the file suffix at save time) atomically. Library code plots only through these two.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 
-def pyplot() -> Any:
-    """matplotlib.pyplot on the non-interactive Agg backend (works without a display)."""
-    import matplotlib
+def figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.4, 4.8), squeeze: bool = True,
+           **subplots_kwargs: Any) -> tuple[Any, Any]:
+    """(Figure, axes) as `plt.subplots` gives them, built on `matplotlib.figure.Figure`; `nrows=0` gives no axes."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(nrows, ncols, squeeze=squeeze, **subplots_kwargs) if nrows > 0 else None
+    return fig, axes
 
 
 def save_figure(fig: Any, out: str | Path, dpi: int = 100, **savefig_kwargs: Any) -> Path:
-    """Save `fig` to `out` (parent folders created), close it, and return the path."""
+    """Save `fig` to `out` (parent folders created; a temporary file renamed into place) and return the path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, **savefig_kwargs)
-    pyplot().close(fig)
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi, **savefig_kwargs)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out

@@ -1,4 +1,4 @@
-"""Missing-view masks as COMPLETER uses them (recipe.make_mask over the multiview world's missing_view_mask)."""
+"""Missing-view masks as COMPLETER uses them (data.make_mask over the multiview world's missing_view_mask)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lowlabel.errors import LowlabelError
-from lowlabel.methods.completer.recipe import make_mask
+from lowlabel.methods.completer.data import make_mask
 
 
 @pytest.mark.parametrize("n_views", [2, 3])

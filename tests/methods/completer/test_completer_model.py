@@ -7,9 +7,8 @@ import torch
 
 from lowlabel.engine import runtime as rt
 from lowlabel.errors import LowlabelError
-from lowlabel.methods.completer.fit import step_fn_for
 from lowlabel.methods.completer.model import Autoencoder, Completer, Predictor, pair_key
-from lowlabel.methods.completer.recipe import smoke_case
+from lowlabel.methods.completer.recipe import smoke_case, step_fn_for
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -76,12 +75,13 @@ def test_step_gives_pairwise_losses_and_gradients(n_views: int) -> None:
     dims = [3, 4, 5][:n_views]
     model = Completer(view_dims=dims, d_z=4, hidden=[8], predictor_hidden=[8])
     batch = tuple(torch.rand(12, d) for d in dims)
-    before = step_fn_for(alpha=9.0, prediction_start_epoch=1, steps_per_epoch=3)(model, batch, 2)
-    assert set(before) == {"cl", "rec"}  # epoch 0 < start: no prediction term, as in the official warm-up
+    step_fn = step_fn_for(alpha=9.0, prediction_start=0.5, total_steps=6)  # L_pre from step 3 on
+    before = step_fn(model, batch, 2)
+    assert set(before) == {"cl", "rec"}  # before the start: no prediction term, as in the official warm-up
     sum(before.values()).backward()
     assert all(p.grad is None for p in model.predictors.parameters())
     model.zero_grad(set_to_none=True)
-    after = step_fn_for(alpha=9.0, prediction_start_epoch=1, steps_per_epoch=3)(model, batch, 3)
+    after = step_fn(model, batch, 3)
     assert set(after) == {"cl", "rec", "pre"}
     sum(after.values()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
@@ -89,7 +89,10 @@ def test_step_gives_pairwise_losses_and_gradients(n_views: int) -> None:
 
 
 def test_smoke_case_trains_every_parameter() -> None:
-    case = smoke_case(rt.init("cpu", seed=0))
+    runtime = rt.init("cpu", seed=0)
+    state = torch.get_rng_state()
+    case = smoke_case(runtime)
+    assert torch.equal(torch.get_rng_state(), state)  # built on a forked generator
     losses = case.step_fn(case.model, case.batch, 0)
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()

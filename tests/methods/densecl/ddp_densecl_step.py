@@ -10,7 +10,8 @@ import torch
 
 from lowlabel.engine import runtime as rt
 from lowlabel.engine.batches import TensorBatches
-from lowlabel.engine.trainer import TrainConfig, Trainer
+from lowlabel.engine.recipe import OptimConfig, TrainConfig
+from lowlabel.engine.trainer import Trainer
 from lowlabel.methods.densecl.model import DenseCL, Keys
 
 
@@ -28,9 +29,9 @@ def main(out: Path) -> None:
         own.append(keys)
         mdl.enqueue(keys)
 
-    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.1)
-    trainer = Trainer(model, opt, step_fn, config=TrainConfig(max_steps=1, amp=False), runtime=runtime,
-                      after_step=after)
+    trainer = Trainer(model, step_fn, config=TrainConfig(max_steps=1, amp=False),
+                      optim=OptimConfig(name="sgd", lr=0.1, momentum=0.0), runtime=runtime,
+                      params=model.encoder_q.parameters(), after_step=after)
     trainer.fit(TensorBatches([images], 4, runtime))
     torch.save({
         "world": rt.world_size(),

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from lowlabel.engine import checkpoint as ckpt
 from lowlabel.engine import runtime as rt
-from lowlabel.engine.trainer import TrainConfig
+from lowlabel.engine.recipe import TrainConfig
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.densecl.cli import app
 from lowlabel.methods.densecl.data import ImageFolder, resize_center_crop, scan_folder

@@ -11,7 +11,8 @@ from torch import nn
 
 from lowlabel.engine import runtime as rt
 from lowlabel.engine.batches import TensorBatches
-from lowlabel.engine.trainer import TrainConfig, Trainer
+from lowlabel.engine.recipe import OptimConfig, TrainConfig
+from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.densecl import model as model_mod
 from lowlabel.methods.densecl.model import DenseCL, DenseCLNeck, Keys, build_backbone
@@ -42,7 +43,6 @@ def test_one_step_grads_only_on_query_and_key_is_ema() -> None:
     q0 = {n: p.detach().clone() for n, p in model.encoder_q.named_parameters()}
     k0 = {n: p.detach().clone() for n, p in model.encoder_k.module.named_parameters()}
     runtime = rt.init("cpu", seed=0)
-    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.5)
     m = 0.9
 
     def step_fn(mdl: nn.Module, batch: tuple[torch.Tensor, ...], step: int) -> tuple:
@@ -54,8 +54,9 @@ def test_one_step_grads_only_on_query_and_key_is_ema() -> None:
         grads.update({n: p.grad for n, p in mdl.named_parameters()})
         enqueue_keys(mdl, keys, step)
 
-    trainer = Trainer(model, opt, step_fn, config=TrainConfig(max_steps=1, amp=False), runtime=runtime,
-                      after_step=record)
+    trainer = Trainer(model, step_fn, config=TrainConfig(max_steps=1, amp=False),
+                      optim=OptimConfig(name="sgd", lr=0.5, momentum=0.0), runtime=runtime,
+                      params=model.encoder_q.parameters(), after_step=record)
     trainer.fit(TensorBatches([views()[0]], 4, runtime))
     query = [n for n in grads if n.startswith("encoder_q.")]
     key = [n for n in grads if n.startswith("encoder_k.")]

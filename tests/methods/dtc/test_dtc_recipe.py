@@ -32,7 +32,9 @@ def _tiny(steps: int) -> recipe.Config:
     cfg = recipe.Config(labelled=2, n_filters=2, patch=[16, 16, 16], stride=[8, 8, 8],
                         synthetic=recipe.SyntheticConfig(n_train=6, n_test=2, shape=[24, 24, 20]))
     cfg = recipe.with_steps(cfg, steps)
-    return dataclasses.replace(cfg, lr=0.05, train=dataclasses.replace(cfg.train, log_every=1, seed=0))
+    # constant lr: squeezed into 24 steps, the official decay at 5/12 and 5/6 of the run would freeze the last half
+    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=0.05, schedule="constant"),
+                               train=dataclasses.replace(cfg.train, log_every=1, seed=0))
 
 
 def test_consistency_ramp_official_values() -> None:
@@ -42,9 +44,22 @@ def test_consistency_ramp_official_values() -> None:
     assert recipe.consistency_ramp(3000) == pytest.approx(np.exp(-5 * 0.5**2))
 
 
-def test_with_steps_scales_schedules() -> None:
-    cfg = recipe.with_steps(recipe.Config(), 600)
-    assert cfg.train.max_steps == 600 and cfg.lr_milestones == [250, 500] and cfg.ramp_every == 15
+def test_official_defaults() -> None:
+    cfg = recipe.Config()
+    o = cfg.optim
+    assert (o.name, o.lr, o.momentum, o.weight_decay, o.gamma) == ("sgd", 0.01, 0.9, 1e-4, 0.1)
+    assert cfg.train.max_steps == 6000 and cfg.train.seed == 1337 and (cfg.labelled_bs, cfg.unlabelled_bs) == (2, 2)
+    assert (cfg.beta, cfg.consistency, cfg.consistency_rampup, cfg.ramp_every, cfg.k) == (0.3, 1.0, 40, 150, 1500.0)
+    assert cfg.patch == [112, 112, 80] and cfg.stride == [18, 18, 4] and cfg.n_filters == 16
+
+
+def test_schedules_keep_their_shape_at_any_length() -> None:
+    from lowlabel.engine.recipe import lr_factor
+
+    for steps, milestones, unit in ((6000, (2500, 5000), 150), (600, (250, 500), 15), (150, (62, 125), 4)):
+        cfg = recipe.with_steps(recipe.Config(), steps)
+        factors = [lr_factor(s, steps, cfg.optim) for s in (milestones[0] - 1, milestones[0], milestones[1])]
+        assert factors == pytest.approx([1.0, 0.1, 0.01]) and recipe.ramp_unit(cfg, steps) == unit
 
 
 def test_short_training_lowers_the_loss(tmp_path: Path) -> None:
@@ -83,11 +98,26 @@ def test_cli_train_segment_eval(tmp_path: Path) -> None:
 
 
 def test_load_model_rejects_other_width(tmp_path: Path) -> None:
+    from lowlabel.engine.recipe import load_model
+
     cfg = _tiny(1)
     torch.save({"model": recipe.build_model(cfg).state_dict()}, tmp_path / "w.pt")
     save_config(cfg, tmp_path / "config.yaml")
-    with pytest.raises(ValueError, match="n_filters"):
-        recipe.load_model(dataclasses.replace(cfg, n_filters=3), tmp_path / "w.pt", torch.device("cpu"))
+    with pytest.raises(ValueError, match="does not fit this model/config"):
+        load_model(recipe.build_model, dataclasses.replace(cfg, n_filters=3), tmp_path / "w.pt", "cpu")
+
+
+def test_cli_options_sit_between_config_file_and_set(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("labelled: 3\nn_filters: 2\ntrain:\n  max_steps: 1\n  seed: 5\n")
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--iterations", "2",
+                                      "--set", "train.max_steps=1", "--set", "patch=[16,16,16]",
+                                      "--set", "synthetic.n_train=4", "--set", "synthetic.n_test=1",
+                                      "--set", "synthetic.shape=[24,24,20]", "--out", str(tmp_path / "runs"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    saved = (next((tmp_path / "runs" / "dtc").glob("*")) / "config.yaml").read_text()
+    assert "labelled: 3" in saved and "n_filters: 2" in saved and "seed: 5" in saved  # the file, not defaults
+    assert "max_steps: 1" in saved  # --set beats --iterations
 
 
 def test_smoke_case_one_step() -> None:

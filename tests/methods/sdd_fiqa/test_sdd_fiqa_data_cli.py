@@ -103,3 +103,30 @@ def test_dlib_extractor_on_a_synthetic_face() -> None:
     emb = DlibExtractor().embed([img, img[:, ::-1]])
     assert emb.shape == (2, 128) and np.isfinite(emb).all()
     assert np.linalg.norm(emb[0] - emb[1]) < 0.6  # a face and its mirror image: same person for dlib
+
+
+def test_cli_train_then_score(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "data", 4, 9)
+    runner = CliRunner()
+    res = runner.invoke(app, ["label", str(root), "--recognizer", str(_script(tmp_path)), "--size", "16",
+                              "--out", str(tmp_path / "labels.csv"), "--repeats", "2"])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "c.yaml").write_text("image_size: 16\nwidth: 4\nbatch_size: 12\nlabels_file: ignored.csv\n")
+    res = runner.invoke(app, ["train", str(root), "--labels", str(tmp_path / "labels.csv"), "--out",
+                              str(tmp_path / "runs"), "--config", str(tmp_path / "c.yaml"), "--device", "cpu",
+                              "--set", "train.epochs=0", "--set", "train.max_steps=2", "--set", "train.log_every=1"])
+    assert res.exit_code == 0, res.output
+    assert "steps 2" in res.output
+    run = next((tmp_path / "runs" / "sdd_fiqa").iterdir())
+    saved = (run / "config.yaml").read_text()
+    assert f"labels_file: {tmp_path / 'labels.csv'}" in saved  # --labels beats --config
+    assert "max_steps: 2" in saved and "width: 4" in saved  # --set and --config kept
+    checkpoint = next((run / "checkpoints").glob("step_*.pt"))
+    images = [str(p) for p in sorted((root / "id_00").iterdir())[:3]]
+    res = runner.invoke(app, ["score", *images, "--model", str(checkpoint), "--out", str(tmp_path / "s.csv")])
+    assert res.exit_code == 0, res.output
+    rows = (tmp_path / "s.csv").read_text().splitlines()
+    assert rows[0] == "path,score" and len(rows) == 4 and all(np.isfinite(float(r.split(",")[1])) for r in rows[1:])
+    (run / "config.yaml").write_text(saved.replace("width: 4", "width: 8"))
+    res = runner.invoke(app, ["score", *images, "--model", str(checkpoint)])
+    assert res.exit_code == 2 and "does not fit" in res.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -86,3 +87,19 @@ def test_query_errors_are_user_errors(tmp_path):
     res = runner.invoke(app, ["query", str(tmp_path / "ix")])
     assert "exactly one of --graph" in str(res.exception)
     assert len(GraphIndex(tmp_path / "ix").ids) == 6
+
+
+def test_exported_model_errors(tmp_path):
+    from dataclasses import asdict
+
+    from lowlabel.engine.checkpoint import atomic_save
+    from lowlabel.errors import LowlabelError
+
+    spec = ModelSpec(8, 16, 2, "gcn", 32, False, "random:8")
+    state = spec.build().state_dict()
+    atomic_save({"spec": asdict(spec), "state_dict": state}, tmp_path / "old.pt")
+    with pytest.raises(LowlabelError, match="older 'state_dict' layout"):
+        load_model(tmp_path / "old.pt")
+    atomic_save({"spec": {**asdict(spec), "hidden": 12}, "model": state}, tmp_path / "wrong.pt")
+    with pytest.raises(LowlabelError, match="does not fit this model"):
+        load_model(tmp_path / "wrong.pt")

@@ -1,4 +1,5 @@
-"""Graph construction, readers of the official formats (on files written here), errors, batching and pair sampling."""
+"""Graph construction, readers of the official formats and the official-folder source (on files written here), errors,
+batching and pair sampling."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from lowlabel.errors import LowlabelError
 from lowlabel.methods.sg_retrieval.data import (
     PairBatches,
     caption_arrays,
+    official_data,
     read_captions,
     read_graph_pickle,
     read_vg_scene_graphs,
@@ -154,3 +156,36 @@ def test_pair_sampler_half_from_top_range():
     assert graphs_batch.num_graphs == 100 and target.shape == (50,)
     again = next(iter(batches.epoch(0)))
     torch.testing.assert_close(target, again[1])  # the order depends on (seed, epoch) only
+
+
+def test_official_folder_with_precomputed_relevance_and_split(tmp_path):
+    """*_sbert_mean.npy rows are in sorted-id order (spec); the graphs' own order selects rows and columns."""
+    records = [VG[1], {**VG[0], "image_id": 10}, VG[0]]  # ids 12, 10, 11
+    (tmp_path / "scene_graphs.json").write_text(json.dumps(records))
+    rel = np.array([[1.0, 0.2, 0.3], [0.2, 0.9, 0.4], [0.3, 0.4, 0.8]], dtype=np.float32)  # ids 10, 11, 12
+    np.save(tmp_path / "vg_sbert_mean.npy", rel)
+    np.save(tmp_path / "vg_sbert_img_id.npy", np.array([10, 11, 12]))
+    data = official_data(tmp_path)
+    assert [g.image_id for g in data.graphs] == ["12", "10", "11"] and data.encoder == "precomputed:vg_sbert_mean.npy"
+    torch.testing.assert_close(data.relevance, torch.tensor([[0.8, 0.3, 0.4], [0.3, 1.0, 0.2], [0.4, 0.2, 0.9]]))
+    assert data.train.tolist() == [0, 1] and data.test.tolist() == [2]  # no split.json: the last 20% (at least 1)
+    (tmp_path / "split.json").write_text(json.dumps({"10": "train", "11": "train", "12": "test"}))
+    data = official_data(tmp_path)
+    assert data.train.tolist() == [1, 2] and data.test.tolist() == [0]
+    (tmp_path / "split.json").write_text(json.dumps({"11": "train", "12": "test"}))
+    with pytest.raises(LowlabelError, match="leaves 1 train / 1 test"):
+        official_data(tmp_path)
+
+
+def test_official_folder_errors_name_what_is_missing(tmp_path):
+    with pytest.raises(LowlabelError, match="is not a folder"):
+        official_data(tmp_path / "nope")
+    with pytest.raises(LowlabelError, match=r"no scene_graphs\.json and no"):
+        official_data(tmp_path)
+    (tmp_path / "scene_graphs.json").write_text(json.dumps(VG))
+    with pytest.raises(LowlabelError, match=r"neither captions\.json nor"):
+        official_data(tmp_path)
+    np.save(tmp_path / "vg_sbert_mean.npy", np.eye(1, dtype=np.float32))
+    np.save(tmp_path / "vg_sbert_img_id.npy", np.array([11]))
+    with pytest.raises(LowlabelError, match="has no row for images 12"):
+        official_data(tmp_path)

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from lowlabel.data.synth.faces_degrade import DEGRADATIONS, Degradation, degrade, quality, sample_degradation
 from lowlabel.errors import LowlabelError
+from lowlabel.report.figures import figure, save_figure
 
 EXPRESSIONS: tuple[str, ...] = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
 
@@ -426,13 +427,11 @@ def preview(n: int = 16, out: Path = Path("faces_preview.png"), seed: int = 0) -
     strengths of the degradations applied."""
     if n < 1:
         raise LowlabelError(f"preview needs n >= 1 images, got {n}")
-    from matplotlib.figure import Figure
-
     cols = min(n, 8)
     rows = math.ceil(n / cols)
     data = FacesDataset(rows, cols, seed=seed)
-    fig = Figure(figsize=(1.5 * cols, 2.0 * rows))
-    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).flat):
+    fig, axes = figure(rows, cols, figsize=(1.5 * cols, 2.0 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
             s = data.sample(i)
@@ -440,7 +439,4 @@ def preview(n: int = 16, out: Path = Path("faces_preview.png"), seed: int = 0) -
             degs = " ".join(f"{k[:4]} {v:.2g}" for k, v in s.strengths.items() if v > 0) or "clean"
             ax.set_title(f"id {s.identity} {EXPRESSIONS[s.expression]}\nq={s.quality:.2f}\n{degs}", fontsize=7)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    return out
+    return save_figure(fig, out, dpi=100)

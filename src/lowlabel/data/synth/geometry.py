@@ -21,7 +21,7 @@ from scipy.spatial.transform import Rotation
 
 from lowlabel.data.synth.base import SeededDataset
 from lowlabel.errors import LowlabelError
-from lowlabel.report.figures import save_figure
+from lowlabel.report.figures import figure, save_figure
 
 
 def _axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -352,14 +352,10 @@ class ImagePairs(SeededDataset):
 
 def preview(n: int, out: Path, seed: int = 0) -> Path:
     """PNG with one row per sample: cloud pair as given, after applying the true (R, t), then the two images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     if n < 1:
         raise LowlabelError(f"preview n={n}: need at least one sample")
-    fig = plt.figure(figsize=(13, 3.2 * n))
+    fig, _ = figure(0, figsize=(13, 3.2 * n))
     for i in range(n):
         rng = np.random.default_rng([seed, i])
         cloud, pair = point_cloud_pair(rng), image_pair(rng)

@@ -18,7 +18,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from lowlabel.errors import LowlabelError
-from lowlabel.report.figures import save_figure
+from lowlabel.report.figures import figure, save_figure
 
 _MAX_VIEWS = 30  # the subset code below uses one bit per view
 
@@ -156,10 +156,6 @@ class MultiViewDataset(Dataset):
 
 def preview(n: int, out: Path, seed: int = 0) -> Path:
     """PNG of `n` two-view samples: view 1 (rotated) and view 2 (other sample, noisy) side by side, with labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     if n < 1:
         raise LowlabelError(f"preview n={n}: need at least one sample")
@@ -167,7 +163,7 @@ def preview(n: int, out: Path, seed: int = 0) -> Path:
     side = round(np.sqrt(data.views[0].shape[1]))
     cols = min(n, 6)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2.4 * cols, 1.5 * rows), squeeze=False)
+    fig, axes = figure(rows, 2 * cols, figsize=(2.4 * cols, 1.5 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i in range(n):

@@ -30,7 +30,7 @@ from lowlabel.data.synth.shapes_text import (
     scene_similarity_matrix,
 )
 from lowlabel.errors import LowlabelError
-from lowlabel.report.figures import save_figure
+from lowlabel.report.figures import figure, save_figure
 
 __all__ = [
     "COLOURS",
@@ -373,23 +373,20 @@ def preview(n: int = 8, out: Path = Path("shapes_preview.png"), seed: int = 0) -
     """PNG grid of n scenes (first half source, second half target domain), boxes drawn, first caption below."""
     if n < 1:
         raise LowlabelError(f"preview n={n}: ask for at least one scene")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib import patheffects
+    from matplotlib.patches import Rectangle
 
     half = (n + 1) // 2
     scenes = [ShapesDataset(half, seed).scene(i) for i in range(half)]
     scenes += [ShapesDataset(n - half, seed, ShapesConfig(domain="target")).scene(i) for i in range(n - half)]
     ncol = min(n, 4)
     nrow = -(-n // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 4.1 * nrow), squeeze=False)
+    fig, axes = figure(nrow, ncol, figsize=(3.0 * ncol, 4.1 * nrow), squeeze=False)
     outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
     for ax, (k, s) in zip(axes.ravel(), enumerate(scenes), strict=False):
         ax.imshow(s.image, interpolation="nearest")
         for j, (x0, y0, x1, y1) in enumerate(s.boxes):
-            rect = plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.2)
+            rect = Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.2)
             rect.set_path_effects(outline)
             ax.add_patch(rect)
             ax.text(x0, y0 - 1, str(j), color="white", fontsize=7, va="bottom", path_effects=outline)

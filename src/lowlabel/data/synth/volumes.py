@@ -20,7 +20,7 @@ from scipy.spatial.transform import Rotation
 from lowlabel.data.io import write_h5
 from lowlabel.data.synth.base import SeededDataset
 from lowlabel.errors import LowlabelError
-from lowlabel.report.figures import save_figure
+from lowlabel.report.figures import figure, save_figure
 
 # Index pairs i <= j and triples i <= j <= k of the direction monomials u_i u_j and u_i u_j u_k: with the three
 # u_i these are the 19 monomials of degree 1 to 3 (coefficients stored in that order: 3, 6, 10).
@@ -231,15 +231,11 @@ def write_la_layout(root: str | Path, n_train: int, n_test: int, seed: int = 0,
 
 def preview(n: int, out: Path, seed: int = 0) -> Path:
     """PNG of `n` volumes: axial (middle slice through the blob), coronal and sagittal slices, label outlined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from scipy import ndimage
 
     if n < 1:
         raise LowlabelError(f"preview n={n}: need at least one volume")
-    fig, axes = plt.subplots(n, 3, figsize=(9, 3.2 * n), squeeze=False)
+    fig, axes = figure(n, 3, figsize=(9, 3.2 * n), squeeze=False)
     for i in range(n):
         image, label = generate_volume(np.random.default_rng([seed, i]))
         cx, cy, cz = (round(c) for c in ndimage.center_of_mass(label))

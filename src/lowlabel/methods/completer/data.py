@@ -1,5 +1,5 @@
 """COMPLETER's data: the official .mat layouts (Scene-15, LandUse-21, Caltech101-20, NoisyMNIST), checks of
-multi-view inputs, and the adapter to the synthetic two-view digits world."""
+multi-view inputs and missing-view masks, and the adapter to the synthetic two-view digits world."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ LAYOUTS: dict[str, dict[str, int]] = {
     "caltech101_20": {"d_z": 128, "seed": 4},
     "noisymnist": {"d_z": 64, "seed": 0},
 }
+OTHER_DATA = {"d_z": 32, "seed": 0}  # the same settings for data of no official layout (digits world, your own)
 _NAME_PATTERNS = {
     "scene15": r"scene[-_]?15",
     "landuse21": r"landuse[-_]?21",
@@ -58,6 +59,27 @@ def check_views(views: Sequence[np.ndarray], labels: np.ndarray | None = None, *
         raise LowlabelError(f"{source}: views disagree on the number of samples {counts}; rows must be aligned")
     if labels is not None and labels.shape[0] != counts[0]:
         raise LowlabelError(f"{source}: {labels.shape[0]} labels for {counts[0]} samples")
+
+
+def check_mask(mask: np.ndarray, n: int, n_views: int) -> np.ndarray:
+    """`mask` as a bool (n, n_views) array; a LowlabelError unless it is 0/1 and every row keeps a view."""
+    mask = np.asarray(mask)
+    if mask.shape != (n, n_views):
+        raise LowlabelError(f"mask has shape {mask.shape}, expected ({n}, {n_views}) for the views given")
+    if not np.isin(mask, (0, 1)).all():
+        raise LowlabelError("mask must hold only 0 (view missing) and 1 (view present)")
+    if (mask.sum(axis=1) == 0).any():
+        raise LowlabelError(f"{int((mask.sum(axis=1) == 0).sum())} mask row(s) keep no view; every sample needs one")
+    return mask.astype(bool)
+
+
+def make_mask(n: int, n_views: int, missing_rate: float, seed: int) -> np.ndarray:
+    """Missing-view mask (n, n_views) 0/1 from the multiview world's `missing_view_mask` (paper's definition)."""
+    if not 0.0 <= missing_rate < 1.0:
+        raise LowlabelError(f"missing rate {missing_rate} is outside [0, 1); it is the fraction of incomplete samples")
+    from lowlabel.data.synth.multiview import missing_view_mask
+
+    return check_mask(missing_view_mask(n, n_views, missing_rate, seed), n, n_views).astype(np.int64)
 
 
 def guess_layout(path: Path) -> str:

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from lowlabel.errors import LowlabelError
-
-
-def _mlp(dims: Sequence[int], *, last_bn_relu: bool) -> list[nn.Module]:
-    """Linear-BN-ReLU blocks along `dims`; the last block has BN+ReLU only if `last_bn_relu`."""
-    layers: list[nn.Module] = []
-    for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
-        layers.append(nn.Linear(d_in, d_out))
-        if i < len(dims) - 2 or last_bn_relu:
-            layers += [nn.BatchNorm1d(d_out), nn.ReLU()]
-    return layers
+from lowlabel.nn.heads import mlp
 
 
 class Autoencoder(nn.Module):
@@ -30,8 +20,8 @@ class Autoencoder(nn.Module):
 
     def __init__(self, *, d_in: int, d_z: int, hidden: Sequence[int] = (1024, 1024, 1024)) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(*_mlp([d_in, *hidden, d_z], last_bn_relu=False), nn.Softmax(dim=1))
-        self.decoder = nn.Sequential(*_mlp([d_z, *reversed(hidden), d_in], last_bn_relu=True))
+        self.encoder = mlp([d_in, *hidden, d_z], out_act="softmax")
+        self.decoder = mlp([d_z, *reversed(hidden), d_in], out_norm="bn", out_act="relu")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, d_in) -> latent (B, d_z), rows on the simplex."""
@@ -48,9 +38,7 @@ class Predictor(nn.Module):
 
     def __init__(self, *, d_z: int, hidden: Sequence[int] = (128, 256, 128)) -> None:
         super().__init__()
-        down = _mlp([d_z, *hidden], last_bn_relu=True)
-        up = _mlp([*reversed(hidden), d_z], last_bn_relu=False)
-        self.net = nn.Sequential(*down, *up, nn.Softmax(dim=1))
+        self.net = mlp([d_z, *hidden, *list(reversed(hidden))[1:], d_z], out_act="softmax")
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)

@@ -7,40 +7,30 @@ from pathlib import Path
 
 import numpy as np
 
+from lowlabel.report.figures import figure, save_figure
+
 
 def plot_latents(embedding: np.ndarray, clusters: np.ndarray, path: Path, *, title: str = "",
                  max_points: int = 3000, seed: int = 0) -> Path:
     """t-SNE (2-D) of `embedding` (n, d) coloured by cluster id (n,), on at most `max_points` random samples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
     rng = np.random.default_rng(seed)
     pick = rng.permutation(embedding.shape[0])[:max_points]
     points = TSNE(n_components=2, init="pca", random_state=seed,
                   perplexity=min(30.0, max(2.0, (pick.size - 1) / 3))).fit_transform(embedding[pick])
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = figure(figsize=(6, 6))
     ax.scatter(points[:, 0], points[:, 1], c=clusters[pick], cmap="tab20", s=4)
     ax.set_title(title or "fused latents (t-SNE), coloured by k-means cluster")
     ax.set_xticks([])
     ax.set_yticks([])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def plot_sweep(rates: Sequence[float], scores: Mapping[str, Sequence[tuple[float, float]]], path: Path,
                *, title: str = "") -> Path:
     """Metric vs missing rate: `scores[metric]` holds (mean, std) per rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure(figsize=(6, 4))
     for metric, values in scores.items():
         mean = np.array([m for m, _ in values])
         std = np.array([s for _, s in values])
@@ -49,7 +39,4 @@ def plot_sweep(rates: Sequence[float], scores: Mapping[str, Sequence[tuple[float
     ax.set_ylabel("score")
     ax.set_title(title or "COMPLETER vs missing rate")
     ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")

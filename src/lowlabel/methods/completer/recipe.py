@@ -1,10 +1,16 @@
-"""COMPLETER recipe: official defaults, train/evaluate on a .mat file or the digits world, the multi-seed
-clustering protocol, the demo against two k-means baselines, and the smoke case."""
+"""COMPLETER recipe: official defaults, training on the complete samples through the engine's Trainer, imputation
+of the missing latents, k-means on the fused latents, train/evaluate on a .mat file or the digits world, and the
+smoke case.
+
+Total loss per step (spec Loss 4): L = L_cl + λ2 L_rec + [step ≥ start] λ1 L_pre, the prediction term switched on
+at a fraction of the run (official: epoch 100 of 500, `loss.prediction_start` = 0.2).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import time
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,20 +18,41 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowlabel.engine.checkpoint import load as load_checkpoint
-from lowlabel.engine.demo import DemoResult, SmokeCase
+from lowlabel.engine import batches as engine_batches
+from lowlabel.engine.batches import TensorBatches
+from lowlabel.engine.config import save_config
+from lowlabel.engine.demo import SmokeCase
+from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import TrainConfig
+from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
-from lowlabel.methods.completer.data import LAYOUTS, MultiView, digits_world, load_mat
-from lowlabel.methods.completer.fit import check_mask, embed, fit_and_cluster, step_fn_for
-from lowlabel.methods.completer.model import Completer
+from lowlabel.methods.completer.data import (
+    LAYOUTS,
+    OTHER_DATA,
+    MultiView,
+    check_mask,
+    check_views,
+    digits_world,
+    load_mat,
+    make_mask,
+)
+from lowlabel.methods.completer.losses import cross_view_contrastive, dual_prediction, reconstruction
+from lowlabel.methods.completer.model import Completer, pair_key
 from lowlabel.metrics.clustering import clustering_scores, kmeans
 
 
 @dataclass
+class DataConfig:
+    layout: str = ""  # "" guesses it from the .mat file name (scene15, landuse21, caltech101_20, noisymnist)
+    missing_rate: float = 0.5  # fraction of samples with a missing view (paper's η)
+    mask_seed: int = 1  # the paper's runs use mask seeds 1..5
+    batch_size: int = 256
+
+
+@dataclass
 class ModelConfig:
-    d_z: int = 0  # 0: the layout's official size (Scene 128, LandUse 64, Caltech 128, NoisyMNIST 64; digits 32)
+    view_dims: list[int] = field(default_factory=list)  # widths of the views; [] = the data's (training saves them)
+    d_z: int = 0  # 0: the layout's official size (Scene 128, LandUse 64, Caltech 128, NoisyMNIST 64; other data 32)
     hidden: list[int] = field(default_factory=lambda: [1024, 1024, 1024])
     predictor_hidden: list[int] = field(default_factory=lambda: [128, 256, 128])
 
@@ -35,85 +62,226 @@ class LossConfig:
     alpha: float = 9.0  # entropy weight of L_cl (official `lamb`)
     lambda_pre: float = 0.1  # λ1, dual prediction
     lambda_rec: float = 0.1  # λ2, reconstruction
-    prediction_start_epoch: int = 100
+    prediction_start: float = 0.2  # fraction of the run before L_pre starts (official: epoch 100 of 500)
+
+
+@dataclass
+class EvalConfig:
+    every_epochs: int = 100  # scores (embedding + k-means) and checkpoints every N epochs; 0 = at the end only
+    kmeans_n_init: int = 10
 
 
 @dataclass
 class Config:
-    """Official COMPLETER hyperparameters (configure.py). train.max_steps/eval_every/checkpoint_every are derived
-    from `epochs` (the trainer counts steps: steps = epochs * steps_per_epoch)."""
+    """Official COMPLETER hyperparameters (configure.py): Adam 1e-4 without weight decay or schedule, 500 epochs,
+    batch 256, α = 9, λ1 = λ2 = 0.1, L_pre from epoch 100. `train.seed` -1 = the layout's official seed (Scene 8,
+    LandUse 3, Caltech 4, NoisyMNIST 0; other data 0), used for the model, the batch order and k-means.
+    `train.eval_every` / `train.checkpoint_every` 0 = every `eval.every_epochs` epochs (`step_intervals`)."""
 
-    layout: str = ""  # "" guesses it from the .mat file name
-    missing_rate: float = 0.5
-    mask_seed: int = 1
-    epochs: int = 500
-    batch_size: int = 256
-    lr: float = 1e-4
-    eval_every_epochs: int = 100
-    kmeans_n_init: int = 10
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=0, log_every=100, amp=False, seed=-1))
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=500, log_every=100, checkpoint_every=0, eval_every=0, amp=False, seed=-1))
+    # fused Adam: one kernel per step for all parameters (the update COMPLETER's numbers were measured with)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=1e-4, weight_decay=0.0, fused=True))
 
 
-def demo_config(quick: bool = False) -> Config:
-    """The spec's small CPU demo preset: AE [d, 256, 256, 256, 32], predictors [32, 64, 128, 64], Adam 1e-3,
-    150 epochs with prediction from epoch 30 (quick: 60 epochs, prediction from epoch 20)."""
-    return Config(
-        layout="digits", epochs=60 if quick else 150, lr=1e-3, eval_every_epochs=0,
-        model=ModelConfig(d_z=32, hidden=[256, 256, 256], predictor_hidden=[64, 128, 64]),
-        loss=LossConfig(prediction_start_epoch=20 if quick else 30),
-        train=TrainConfig(max_steps=0, log_every=10_000, amp=False, seed=0),
-    )
-
-
-def load_data(cfg: Config, data: Path | None) -> MultiView:
-    """The dataset of a run: the digits world when `data` is None, else the official .mat at `data`."""
-    return digits_world() if data is None else load_mat(data, layout=cfg.layout or None)
-
-
-def make_mask(n: int, n_views: int, missing_rate: float, seed: int) -> np.ndarray:
-    """Missing-view mask (n, n_views) 0/1 from the multiview world's `missing_view_mask` (paper's definition)."""
-    if not 0.0 <= missing_rate < 1.0:
-        raise LowlabelError(f"missing rate {missing_rate} is outside [0, 1); it is the fraction of incomplete samples")
-    from lowlabel.data.synth.multiview import missing_view_mask
-
-    return check_mask(missing_view_mask(n, n_views, missing_rate, seed), n, n_views).astype(np.int64)
-
-
-def _resolved(cfg: Config, name: str) -> tuple[int, int]:
-    preset = LAYOUTS.get(name, {"d_z": 32, "seed": 0})
+# ------------------------------------------------------------------------------------------- config and model
+def _d_z_and_seed(cfg: Config) -> tuple[int, int]:
+    preset = LAYOUTS.get(cfg.data.layout, OTHER_DATA)
     return cfg.model.d_z or preset["d_z"], cfg.train.seed if cfg.train.seed >= 0 else preset["seed"]
 
 
-def build_model(cfg: Config, dataset: MultiView) -> Completer:
-    """COMPLETER for `dataset`'s views, initialised from the run's seed."""
-    d_z, seed = _resolved(cfg, dataset.name)
-    torch.manual_seed(seed)
-    return Completer(view_dims=[x.shape[1] for x in dataset.views], d_z=d_z, hidden=cfg.model.hidden,
-                     predictor_hidden=cfg.model.predictor_hidden)
+def resolved(cfg: Config, views: Sequence[np.ndarray], layout: str = "") -> Config:
+    """`cfg` with what the data decides written in: model.view_dims (the views' widths), data.layout (`layout`
+    when it is an official one), model.d_z and train.seed (the layout's official values where 0 / -1)."""
+    dims = [int(x.shape[1]) for x in views]
+    if cfg.model.view_dims and list(cfg.model.view_dims) != dims:
+        raise LowlabelError(f"model.view_dims={list(cfg.model.view_dims)} but the data's views are {dims} wide; "
+                            "use the config of a run on this data, or leave model.view_dims empty")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, layout=layout if layout in LAYOUTS
+                                                            else cfg.data.layout))
+    d_z, seed = _d_z_and_seed(cfg)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, view_dims=dims, d_z=d_z),
+                               train=dataclasses.replace(cfg.train, seed=seed))
 
 
-def run_once(cfg: Config, dataset: MultiView, mask: np.ndarray, *, runtime: Runtime, run_dir: Path | None = None,
-             resume: bool = False) -> dict[str, Any]:
-    """Train on `dataset` under `mask` and cluster every sample (see fit.fit_and_cluster)."""
-    _, seed = _resolved(cfg, dataset.name)
-    if dataset.n_clusters > dataset.labels.size:
-        raise LowlabelError(f"{dataset.n_clusters} clusters for {dataset.labels.size} samples")
-    return fit_and_cluster(
-        dataset.views, dataset.labels, mask, model=build_model(cfg, dataset), epochs=cfg.epochs,
-        batch_size=cfg.batch_size, lr=cfg.lr, alpha=cfg.loss.alpha, lambda_pre=cfg.loss.lambda_pre,
-        lambda_rec=cfg.loss.lambda_rec, prediction_start_epoch=cfg.loss.prediction_start_epoch,
-        n_clusters=dataset.n_clusters, kmeans_n_init=cfg.kmeans_n_init, eval_every_epochs=cfg.eval_every_epochs,
-        train=dataclasses.replace(cfg.train, seed=seed), runtime=runtime, run_dir=run_dir, resume=resume,
+def build_model(cfg: Config) -> Completer:
+    """The COMPLETER of `cfg` (views `model.view_dims`: a run's config.yaml has them), initialised from the run's
+    seed on a forked generator: the weights of `torch.manual_seed(seed)` + build, the global stream untouched."""
+    if not cfg.model.view_dims:
+        raise LowlabelError("model.view_dims is empty: build the model from the config.yaml of a run (training writes "
+                            "the views' widths there) or set model.view_dims=[d1,d2]")
+    d_z, seed = _d_z_and_seed(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Completer(view_dims=cfg.model.view_dims, d_z=d_z, hidden=cfg.model.hidden,
+                         predictor_hidden=cfg.model.predictor_hidden)
+
+
+def step_intervals(cfg: Config, steps_per_epoch: int) -> TrainConfig:
+    """`cfg.train` with its evaluation and checkpoint intervals in steps: `train.eval_every` and
+    `train.checkpoint_every` where set (> 0), else every `eval.every_epochs` epochs; with that 0 too, no
+    evaluation during training and a checkpoint at the end only. COMPLETER's only epochs-to-steps conversion (the
+    run's length is the Trainer's: `TrainConfig.total_steps`)."""
+    every = cfg.eval.every_epochs * steps_per_epoch
+    return dataclasses.replace(cfg.train, eval_every=cfg.train.eval_every or every,
+                               checkpoint_every=cfg.train.checkpoint_every or every
+                               or cfg.train.total_steps(steps_per_epoch))
+
+
+# ------------------------------------------------------------------------------------------------ training
+def prediction_active(step: int, total_steps: int, start: float) -> bool:
+    """Whether L_pre is on at `step` of a `total_steps` run: from step round(start × total) on (official: epoch
+    100 of 500, start 0.2)."""
+    return step >= round(start * total_steps)
+
+
+def step_fn_for(
+    *, alpha: float, prediction_start: float, total_steps: int
+) -> Callable[[torch.nn.Module, Sequence[torch.Tensor], int], dict[str, torch.Tensor]]:
+    """Step function for the Trainer on a batch of complete samples (one (B, d_v) tensor per view).
+
+    Returns {'cl': Σ_{s<t} L_cl(z_s, z_t), 'rec': Σ_v MSE, 'pre': Σ_{s<t} L_pre(s, t)} (spec Loss 4, weights λ via
+    the trainer); 'pre' (and the predictors' forward) only once `prediction_active`, as in the official code. For
+    two views the sums have one term: the official loss. For V > 2 views every view pair contributes (our
+    extension). Loss maths runs in float32 even under autocast.
+    """
+
+    def step_fn(model: torch.nn.Module, batch: Sequence[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        xs = list(batch)
+        predict = prediction_active(step, total_steps, prediction_start)
+        zs, x_hats, preds = model(xs, predict=predict)
+        zs = [z.float() for z in zs]
+        pairs = list(itertools.combinations(range(len(xs)), 2))
+        losses = {
+            "cl": torch.stack([cross_view_contrastive(zs[s], zs[t], alpha=alpha) for s, t in pairs]).sum(),
+            "rec": reconstruction([x.float() for x in x_hats], xs),
+        }
+        if predict:
+            losses["pre"] = torch.stack([
+                dual_prediction(zs[s], zs[t], preds[pair_key(s, t)].float(), preds[pair_key(t, s)].float())
+                for s, t in pairs
+            ]).sum()
+        return losses
+
+    return step_fn
+
+
+@torch.no_grad()
+def embed(model: Completer, views: Sequence[np.ndarray], mask: np.ndarray, device: torch.device,
+          chunk: int = 8192) -> np.ndarray:
+    """Fused latents (n, V * d_z) of every sample, missing views imputed (`Completer.embed`; model put in eval
+    mode), `chunk` rows at a time. views: (n, d_v) float32 per view; mask: (n, V) 0/1."""
+    widths = [x.shape[1] for x in views] + [len(views)]
+    packed = torch.from_numpy(np.hstack([*views, np.asarray(mask, dtype=np.float32)]))
+
+    def fused(rows: torch.Tensor) -> torch.Tensor:
+        *xs, keep = (part.contiguous() for part in rows.split(widths, dim=1))
+        return model.embed(xs, keep).float().cpu()
+
+    model.eval()
+    return engine_batches.embed(fused, packed, batch_size=chunk, device=device).numpy()
+
+
+def fit_and_cluster(
+    cfg: Config,
+    views: Sequence[np.ndarray],
+    labels: np.ndarray | None,
+    mask: np.ndarray,
+    *,
+    n_clusters: int,
+    runtime: Runtime,
+    run_dir: Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train COMPLETER (`build_model(resolved(cfg, views))`) on the complete samples of `views` under `mask`, then
+    cluster all samples.
+
+    views: (n, d_v) float32 per view; mask: (n, V) 0/1. Missing views are zeroed (official), training uses complete
+    rows only, with `cfg.optim` (Adam) for the Trainer's run length (`train.epochs` or `train.max_steps`), batches
+    reshuffled each epoch, last partial batch kept (dropped only when it would hold a single sample, which
+    BatchNorm cannot train on). Returns {'assignments', 'embedding', 'scores' (if labels), 'history' (scores at
+    every evaluation), 'summary', 'n_complete', 'steps_per_epoch'}.
+    """
+    check_views(views, labels, source="fit_and_cluster")
+    n = views[0].shape[0]
+    keep = check_mask(mask, n, len(views))
+    if n_clusters > n:
+        raise LowlabelError(f"asked for {n_clusters} clusters but there are only {n} samples")
+    cfg = resolved(cfg, views)
+    views = [np.ascontiguousarray(x * keep[:, v : v + 1], dtype=np.float32) for v, x in enumerate(views)]
+    complete = keep.all(axis=1)
+    n_complete = int(complete.sum())
+    if n_complete < 2:
+        raise LowlabelError(f"only {n_complete} sample(s) have every view; training needs at least 2 "
+                            "(lower the missing rate)")
+    batch_size, seed = cfg.data.batch_size, cfg.train.seed
+    batches = TensorBatches([torch.from_numpy(x[complete]) for x in views], batch_size, runtime,
+                            seed=seed, drop_last=n_complete % batch_size == 1)
+    spe = batches.steps_per_epoch
+    train = step_intervals(cfg, spe)
+    total = train.total_steps(spe)
+    history: list[dict[str, float]] = []
+    last: dict[str, Any] = {}
+
+    def eval_fn(m: torch.nn.Module, step: int) -> dict[str, float]:
+        last.update(step=step, embedding=embed(m, views, keep, runtime.device))
+        last["assign"] = kmeans(last["embedding"], n_clusters, n_init=cfg.eval.kmeans_n_init, seed=seed)
+        scores = clustering_scores(labels, last["assign"]) if labels is not None else {}
+        history.append({"epoch": step // spe, **scores})
+        return scores
+
+    model = build_model(cfg)
+    trainer = Trainer(
+        model,
+        step_fn_for(alpha=cfg.loss.alpha, prediction_start=cfg.loss.prediction_start, total_steps=total),
+        config=train,
+        optim=cfg.optim,
+        runtime=runtime,
+        run_dir=run_dir,
+        loss_weights={"rec": cfg.loss.lambda_rec, "pre": cfg.loss.lambda_pre},
+        eval_fn=eval_fn if labels is not None else None,
+        find_unused_parameters=cfg.loss.prediction_start > 0,
     )
+    summary = trainer.fit(batches, resume=resume)
+    if last.get("step") == total:  # the final evaluation already clustered the final model
+        embedding, assign = last["embedding"], last["assign"]
+    else:
+        embedding = embed(model, views, keep, runtime.device)
+        assign = kmeans(embedding, n_clusters, n_init=cfg.eval.kmeans_n_init, seed=seed)
+    result: dict[str, Any] = {"assignments": assign, "embedding": embedding, "history": history,
+                              "summary": summary, "n_complete": n_complete, "steps_per_epoch": spe}
+    if labels is not None:
+        result["scores"] = clustering_scores(labels, assign)
+    return result
+
+
+# ------------------------------------------------------------------------------------------- the contract
+def load_data(cfg: Config, data: Path | None) -> MultiView:
+    """The dataset of a run: the digits world when `data` is None, else the official .mat at `data`."""
+    return digits_world() if data is None else load_mat(data, layout=cfg.data.layout or None)
+
+
+def run_once(cfg: Config, dataset: MultiView, *, runtime: Runtime, run_dir: Path | None = None,
+             resume: bool = False) -> dict[str, Any]:
+    """One run on `dataset` under the mask of `cfg.data` (missing_rate, mask_seed): `fit_and_cluster`. With a
+    `run_dir`, it also gets the resolved config (config.yaml: view widths, d_z, seed), which evaluation reads."""
+    cfg = resolved(cfg, dataset.views, dataset.name)
+    mask = make_mask(dataset.labels.size, len(dataset.views), cfg.data.missing_rate, cfg.data.mask_seed)
+    if run_dir is not None and runtime.is_main:
+        save_config(cfg, Path(run_dir) / "config.yaml")
+    return fit_and_cluster(cfg, dataset.views, dataset.labels, mask, n_clusters=dataset.n_clusters,
+                           runtime=runtime, run_dir=run_dir, resume=resume)
 
 
 def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, resume: bool) -> dict:
-    """One COMPLETER run (mask seed `cfg.mask_seed`); writes checkpoints, metrics.jsonl and assignments.npy."""
+    """One COMPLETER run (mask seed `cfg.data.mask_seed`); writes config.yaml (resolved), checkpoints,
+    metrics.jsonl and assignments.npy."""
     dataset = load_data(cfg, data)
-    mask = make_mask(dataset.labels.size, len(dataset.views), cfg.missing_rate, cfg.mask_seed)
-    result = run_once(cfg, dataset, mask, runtime=runtime, run_dir=run_dir, resume=resume)
+    result = run_once(cfg, dataset, runtime=runtime, run_dir=run_dir, resume=resume)
     if runtime.is_main:
         np.save(run_dir / "assignments.npy", result["assignments"])
     return {"dataset": dataset.name, "n_complete": result["n_complete"], "scores": result["scores"],
@@ -123,63 +291,22 @@ def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, re
 def evaluate(cfg: Config, *, checkpoint: Path, data: Path | None, runtime: Runtime) -> dict[str, float]:
     """ACC/NMI/ARI of a trained checkpoint on the same data and mask (k-means on the imputed fused latents)."""
     dataset = load_data(cfg, data)
-    mask = make_mask(dataset.labels.size, len(dataset.views), cfg.missing_rate, cfg.mask_seed)
-    model = build_model(cfg, dataset).to(runtime.device)
-    try:
-        model.load_state_dict(load_checkpoint(checkpoint, map_location=runtime.device)["model"])
-    except (KeyError, RuntimeError) as err:
-        raise LowlabelError(f"checkpoint {checkpoint} does not fit this model/config: {str(err)[:200]}") from None
+    cfg = resolved(cfg, dataset.views, dataset.name)
+    mask = make_mask(dataset.labels.size, len(dataset.views), cfg.data.missing_rate, cfg.data.mask_seed)
+    model = load_model(build_model, cfg, checkpoint, runtime.device)
     views = [x * mask[:, v : v + 1].astype(np.float32) for v, x in enumerate(dataset.views)]
-    _, seed = _resolved(cfg, dataset.name)
-    assign = kmeans(embed(model, views, mask, runtime.device), dataset.n_clusters, n_init=cfg.kmeans_n_init,
-                    seed=seed)
+    assign = kmeans(embed(model, views, mask, runtime.device), dataset.n_clusters, n_init=cfg.eval.kmeans_n_init,
+                    seed=cfg.train.seed)
     return clustering_scores(dataset.labels, assign)
 
 
-def baselines(dataset: MultiView, mask: np.ndarray, *, n_init: int = 10, seed: int = 0) -> dict[str, dict]:
-    """k-means on the concatenated views with missing views zero-filled, and with them mean-imputed (mean of the
-    view over samples that have it)."""
-    keep = mask.astype(bool)
-    zero = [x * keep[:, v : v + 1] for v, x in enumerate(dataset.views)]
-    mean = [np.where(keep[:, v : v + 1], x, x[keep[:, v]].mean(axis=0, keepdims=True))
-            for v, x in enumerate(dataset.views)]
-    k = dataset.n_clusters
-    return {
-        "kmeans_zero_fill": clustering_scores(dataset.labels, kmeans(np.hstack(zero), k, n_init=n_init, seed=seed)),
-        "kmeans_mean_impute": clustering_scores(dataset.labels, kmeans(np.hstack(mean), k, n_init=n_init, seed=seed)),
-    }
-
-
-def demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
-    """COMPLETER vs k-means baselines on the two-view digits world at missing rate 0.5, mean over mask seeds 1-3
-    (quick: seed 1 only, 60 epochs). Writes a t-SNE plot of the latents of the first seed."""
-    t0 = time.perf_counter()
-    cfg = demo_config(quick)
-    dataset = digits_world()
-    rows: dict[str, list[dict[str, float]]] = {"completer": [], "kmeans_zero_fill": [], "kmeans_mean_impute": []}
-    first = None
-    for seed in (1,) if quick else (1, 2, 3):
-        mask = make_mask(dataset.labels.size, len(dataset.views), 0.5, seed)
-        result = run_once(cfg, dataset, mask, runtime=runtime)
-        first = first or result
-        rows["completer"].append(result["scores"])
-        for name, scores in baselines(dataset, mask).items():
-            rows[name].append(scores)
-    mean_rows = {name: {m: float(np.mean([r[m] for r in runs])) for m in runs[0]} for name, runs in rows.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    from lowlabel.methods.completer.plots import plot_latents
-
-    plot_latents(first["embedding"], first["assignments"], out / "latents_tsne.png", title="COMPLETER on digits")
-    notes = [f"two-view digits, missing rate 0.5, mask seeds {'1' if quick else '1-3'}, demo preset "
-             f"({cfg.epochs} epochs, AE hidden {cfg.model.hidden}, d_z {cfg.model.d_z}, lr {cfg.lr})"]
-    return DemoResult(slug="completer", metric="acc", method="completer", baseline="kmeans_zero_fill",
-                      rows=mean_rows, notes=notes, seconds=time.perf_counter() - t0)
-
-
 def smoke_case(runtime: Runtime) -> SmokeCase:
-    """A tiny two-view COMPLETER with the prediction term active from step 0 and one batch of 8 complete pairs."""
-    torch.manual_seed(0)
-    model = Completer(view_dims=[6, 5], d_z=4, hidden=[8, 8], predictor_hidden=[8, 8]).to(runtime.device)
-    batch = (torch.rand(8, 6, device=runtime.device), torch.rand(8, 5, device=runtime.device))
-    return SmokeCase(model=model, step_fn=step_fn_for(alpha=9.0, prediction_start_epoch=0, steps_per_epoch=1),
-                     batch=batch)
+    """A tiny two-view COMPLETER with the prediction term active from step 0 and one batch of 8 complete pairs
+    (model and batch drawn from seed 0 on a forked generator)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Completer(view_dims=[6, 5], d_z=4, hidden=[8, 8], predictor_hidden=[8, 8])
+        batch = (torch.rand(8, 6), torch.rand(8, 5))
+    return SmokeCase(model=model.to(runtime.device), step_fn=step_fn_for(alpha=9.0, prediction_start=0.0,
+                                                                         total_steps=1),
+                     batch=tuple(x.to(runtime.device) for x in batch))

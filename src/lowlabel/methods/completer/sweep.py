@@ -8,24 +8,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from lowlabel.engine.demo import mean_over_seeds
 from lowlabel.engine.runtime import Runtime
 from lowlabel.engine.trainer import write_json
 from lowlabel.methods.completer.data import load_mat
 from lowlabel.methods.completer.plots import plot_latents, plot_sweep
-from lowlabel.methods.completer.recipe import Config, make_mask, run_once
+from lowlabel.methods.completer.recipe import Config, run_once
 
 METRICS = ("acc", "nmi", "ari")
 
 
 def summarise(runs: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Mean and population std (ddof 0, as the official report) of each metric over runs."""
-    out: dict[str, float] = {}
-    for m in METRICS:
-        values = np.array([r[m] for r in runs], dtype=np.float64)
-        out[m], out[f"{m}_std"] = float(values.mean()), float(values.std())
-    return out
+    """Mean and population std (ddof 0, as the official report; 0 for a single run) of each metric over runs."""
+    row = mean_over_seeds({"runs": [{m: r[m] for m in METRICS} for r in runs]})["runs"]
+    return {key: row.get(key, 0.0) for m in METRICS for key in (m, f"{m}_std")}
 
 
 def cluster_file(
@@ -33,27 +29,25 @@ def cluster_file(
     *,
     rates: Sequence[float],
     seeds: int,
-    epochs: int,
+    cfg: Config,
     run_dir: Path,
     runtime: Runtime,
-    layout: str | None = None,
-    cfg: Config | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run COMPLETER on the .mat at `path` for every missing rate and mask seeds 1..`seeds` (official defaults
-    otherwise). Writes run_dir/results.json after each run (per-seed scores, history every 100 epochs, seconds),
+    """Run COMPLETER (`cfg`, official defaults unless changed) on the .mat at `path` for every missing rate and
+    mask seeds 1..`seeds`. Writes run_dir/results.json after each run (per-seed scores, history at every
+    evaluation, seconds), one sub-folder per run (rate<r>_seed<s>: config.yaml, metrics.jsonl, checkpoints),
     latents_tsne.png for the first run, and sweep.png when several rates are given. Returns the summary."""
-    cfg = dataclasses.replace(cfg or Config(), epochs=epochs)
-    cfg.layout = layout or cfg.layout
-    dataset = load_mat(path, layout=cfg.layout or None)
+    dataset = load_mat(path, layout=cfg.data.layout or None)
     per_rate: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {"file": str(path), "layout": dataset.name, "epochs": epochs, "rates": per_rate}
+    summary: dict[str, Any] = {"file": str(path), "layout": dataset.name, "epochs": cfg.train.epochs,
+                               "max_steps": cfg.train.max_steps, "rates": per_rate}
     for rate in rates:
         runs: list[dict[str, Any]] = []
         for seed in range(1, seeds + 1):
             t0 = time.perf_counter()
-            mask = make_mask(dataset.labels.size, len(dataset.views), rate, seed)
-            result = run_once(cfg, dataset, mask, runtime=runtime, run_dir=run_dir / f"rate{rate:g}_seed{seed}")
+            run_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, missing_rate=rate, mask_seed=seed))
+            result = run_once(run_cfg, dataset, runtime=runtime, run_dir=run_dir / f"rate{rate:g}_seed{seed}")
             runs.append({"mask_seed": seed, **result["scores"], "seconds": time.perf_counter() - t0,
                          "n_complete": result["n_complete"], "history": result["history"]})
             log(f"rate {rate:g} seed {seed}: " + " ".join(f"{m}={100 * result['scores'][m]:.2f}" for m in METRICS)

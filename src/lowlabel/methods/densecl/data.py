@@ -1,4 +1,5 @@
-"""Unlabeled images for DenseCL: a recursive image folder (the user's data) and the shapes world (built-in)."""
+"""Images for DenseCL: a recursive image folder (the user's data) and the shapes world (built-in: unlabelled
+images for pretraining, labelled scenes for the probes)."""
 
 from __future__ import annotations
 
@@ -116,3 +117,12 @@ def shapes_images(n: int, *, size: int = 32, seed: int = 0, single_object: bool 
     images = torch.stack([it["image"] for it in items]).mul(255).round().to(torch.uint8)
     return ShapesImages(images, torch.stack([it["semantic"] for it in items]),
                         torch.stack([it["shape"] for it in items]))
+
+
+def probe_data(size: int, seed: int, *, single_object: bool = False, n_train: int = 800,
+               n_test: int = 400) -> tuple[ShapesImages, ShapesImages]:
+    """Labelled train/test scenes for the frozen-feature probes, from worlds seeded apart from the pretraining images
+    (seed): multi-object scenes for segmentation, one-object scenes (`single_object`) for the class probe."""
+    offset = 40_000 if single_object else 0
+    return (shapes_images(n_train, size=size, seed=10_000 + offset + seed, single_object=single_object),
+            shapes_images(n_test, size=size, seed=20_000 + offset + seed, single_object=single_object))

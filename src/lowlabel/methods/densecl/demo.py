@@ -11,11 +11,13 @@ from pathlib import Path
 import torch
 
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
-from lowlabel.engine.runtime import Runtime, seed_everything
-from lowlabel.engine.trainer import TrainConfig
-from lowlabel.methods.densecl.data import ShapesImages, shapes_images
-from lowlabel.methods.densecl.probes import backbone_maps, class_probe, confusion_miou, segmentation_probe
-from lowlabel.methods.densecl.recipe import AugConfig, Config, ModelConfig, build_model, train
+from lowlabel.engine.recipe import OptimConfig, TrainConfig
+from lowlabel.engine.runtime import Runtime
+from lowlabel.methods.densecl.data import probe_data
+from lowlabel.methods.densecl.model import DenseCL
+from lowlabel.methods.densecl.recipe import AugConfig, Config, ModelConfig, build_model, probe_scores, train
+from lowlabel.metrics.segmentation import confusion_miou
+from lowlabel.report.figures import figure, save_figure
 
 WORLD_SIZE = 64  # shapes-world images; the small-stem ResNet gives an 8x8 C5 map on them
 CROP_SIZE = 48  # pretraining views (random resized crops of the 64 px images): 6x6 C5 map, 49 in the paper
@@ -31,35 +33,17 @@ def demo_config(*, quick: bool, seed: int, lam: float) -> Config:
     return Config(
         model=ModelConfig(arch="resnet18", small_stem=True, width=8, hid_dim=128, out_dim=64),
         aug=AugConfig(image_size=CROP_SIZE, load_size=WORLD_SIZE, blur_sigma=[0.1, 1.0]),
-        queue_size=1024, momentum=0.99, batch_size=32, lr=0.3, loss_lambda=lam,
-        synthetic_images=2048, num_workers=0,
+        queue_size=1024, momentum=0.99, batch_size=32, loss_lambda=lam, synthetic_images=2048, num_workers=0,
         train=TrainConfig(max_steps=100 if quick else 200, log_every=50, checkpoint_every=100_000, seed=seed),
+        optim=OptimConfig(name="sgd", lr=0.3, momentum=0.9, weight_decay=1e-4, schedule="cosine"),
     )
 
 
-def probe_data(size: int, seed: int, *, single_object: bool = False, n_train: int = 800,
-               n_test: int = 400) -> tuple[ShapesImages, ShapesImages]:
-    """Labelled train/test scenes for the probes, from worlds seeded apart from the pretraining images (seed):
-    multi-object scenes for segmentation, one-object scenes (`single_object`) for the class probe."""
-    offset = 40_000 if single_object else 0
-    return (shapes_images(n_train, size=size, seed=10_000 + offset + seed, single_object=single_object),
-            shapes_images(n_test, size=size, seed=20_000 + offset + seed, single_object=single_object))
-
-
-def probe_scores(backbone: torch.nn.Module, *, size: int, seed: int, device: torch.device) -> dict[str, float]:
-    """Frozen-backbone probes on the shapes world: {'miou': per-pixel segmentation of multi-object scenes,
-    'class_acc': shape of the object in one-object scenes}."""
-    seg_train, seg_test = probe_data(size, seed)
-    cls_train, cls_test = probe_data(size, seed, single_object=True)
-
-    def maps(part: ShapesImages) -> torch.Tensor:
-        return backbone_maps(backbone, part.images.to(device))
-
-    miou = segmentation_probe(maps(seg_train), seg_train.semantic.to(device), maps(seg_test),
-                              seg_test.semantic.to(device), seg_train.n_seg_classes, seed=seed)
-    acc = class_probe(maps(cls_train), cls_train.shape.to(device), maps(cls_test), cls_test.shape.to(device),
-                      cls_train.n_seg_classes - 1)
-    return {"miou": miou, "class_acc": acc}
+def seeded_model(cfg: Config, seed: int) -> DenseCL:
+    """`build_model(cfg)` with the initial weights of torch seed `seed`; the global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(cfg)
 
 
 def trivial_scores(*, size: int, seed: int) -> dict[str, float]:
@@ -71,13 +55,9 @@ def trivial_scores(*, size: int, seed: int) -> dict[str, float]:
     return {"miou": miou, "class_acc": float((te.shape == majority).float().mean())}
 
 
-def _plot(rows: dict[str, dict[str, float]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+def _plot(rows: dict[str, dict[str, float]], out: Path) -> Path:
+    """Bar charts of mIoU and class accuracy per backbone (error bars: std over seeds) -> out/densecl_demo.png."""
+    fig, axes = figure(1, 2, figsize=(10, 3.2))
     names = list(rows)
     for ax, metric in zip(axes, ("miou", "class_acc"), strict=True):
         ax.bar(names, [rows[n][metric] for n in names], yerr=[rows[n].get(f"{metric}_std", 0.0) for n in names],
@@ -85,8 +65,12 @@ def _plot(rows: dict[str, dict[str, float]], out: Path) -> None:
         ax.set_title(metric)
         ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
-    fig.savefig(out / "densecl_demo.png", dpi=100)
-    plt.close(fig)
+    return save_figure(fig, out / "densecl_demo.png", dpi=100)
+
+
+def figures(run_dir: Path) -> list[Path]:
+    """The PNGs of a DenseCL demo folder (`densecl_demo.png`, written by `run`); a training run writes none."""
+    return sorted(Path(run_dir).glob("*.png"))
 
 
 def _cpu_seconds() -> float:
@@ -94,25 +78,24 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
-    """DenseCL vs MoCo-v2 vs random init vs the trivial floor; rows hold means (and population stds) over 1 seed
-    (quick) or 3 seeds (full)."""
+def run(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
+    """Pretrain DenseCL and MoCo-v2 on the shapes world with the same budget, probe them, random init and the trivial
+    floor; rows hold means (and population stds) over 1 seed (quick) or 3 seeds (full)."""
     t0, c0 = time.perf_counter(), _cpu_seconds()
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = [0] if quick else [0, 1, 2]
     scores: dict[str, list[dict[str, float]]] = {"DenseCL": [], "MoCo-v2": [], "random init": [], TRIVIAL: []}
     for seed in seeds:
         for name, lam in (("DenseCL", 0.5), ("MoCo-v2", 0.0)):
             cfg = demo_config(quick=quick, seed=seed, lam=lam)
-            seed_everything(seed)
-            model = build_model(cfg)
+            model = seeded_model(cfg, seed)
             run_dir = out / name.replace(" ", "_") / f"seed{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
             train(cfg, data=None, run_dir=run_dir, runtime=runtime, resume=False, model=model)
             scores[name].append(probe_scores(model.encoder_q.backbone, size=WORLD_SIZE, seed=seed,
                                              device=runtime.device))
-        seed_everything(seed)
-        random_backbone = build_model(demo_config(quick=quick, seed=seed, lam=0.0)).encoder_q.backbone
+        random_backbone = seeded_model(demo_config(quick=quick, seed=seed, lam=0.0), seed).encoder_q.backbone
         scores["random init"].append(probe_scores(random_backbone.to(runtime.device), size=WORLD_SIZE, seed=seed,
                                                   device=runtime.device))
         scores[TRIVIAL].append(trivial_scores(size=WORLD_SIZE, seed=seed))

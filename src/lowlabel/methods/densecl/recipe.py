@@ -1,8 +1,7 @@
-"""DenseCL recipe: official defaults, training on an image folder or the shapes world, evaluation, demo, smoke case."""
+"""DenseCL recipe: official defaults, training on an image folder or the shapes world, evaluation, smoke case."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -10,15 +9,14 @@ from typing import Any, Optional
 import torch
 
 from lowlabel.data.transforms import moco_v2, two_views
-from lowlabel.engine import checkpoint as ckpt
-from lowlabel.engine import schedules
 from lowlabel.engine.batches import DatasetBatches, TensorBatches
-from lowlabel.engine.demo import DemoResult, SmokeCase
+from lowlabel.engine.demo import SmokeCase
+from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import TrainConfig, Trainer, unwrap
-from lowlabel.errors import LowlabelError
-from lowlabel.methods.densecl.data import ImageFolder, scan_folder, shapes_images
+from lowlabel.engine.trainer import Trainer, unwrap
+from lowlabel.methods.densecl.data import ImageFolder, ShapesImages, probe_data, scan_folder, shapes_images
 from lowlabel.methods.densecl.model import DenseCL, Keys
+from lowlabel.nn.probes import backbone_maps, class_probe, segmentation_probe
 
 
 @dataclass
@@ -46,7 +44,9 @@ class AugConfig:
 
 @dataclass
 class Config:
-    """Defaults = the official ImageNet config (batch 32 per GPU, lr 0.03 for a global batch of 256)."""
+    """Defaults = the official ImageNet config: batch 32 per GPU (256 on 8 GPUs), 200 epochs, SGD lr 0.03 for a
+    global batch of 256 (scaled linearly with the actual global batch), momentum 0.9, weight decay 1e-4, cosine to 0,
+    no warm-up."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     aug: AugConfig = field(default_factory=AugConfig)
@@ -54,16 +54,16 @@ class Config:
     temperature: float = 0.2
     loss_lambda: float = 0.5  # 0 = MoCo-v2 mode: the dense branch is not built
     lambda_warmup_steps: int = 0  # lambda = 0 before this step (DenseCLWarmupHook; 0 = off as in shipped configs)
-    momentum: float = 0.999
+    momentum: float = 0.999  # of the key encoder (EMA); the optimiser's is optim.momentum
     batch_size: int = 32  # per process
-    lr: float = 0.03  # for a global batch of 256; scaled linearly with the actual global batch
-    weight_decay: float = 1e-4
-    sgd_momentum: float = 0.9
-    epochs: int = 200  # used when train.max_steps == 0
     skip_bad: bool = False
     num_workers: int = 4
     synthetic_images: int = 4096  # shapes-world images when no --data is given
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=0, log_every=20, checkpoint_every=1000))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=200, max_steps=0, log_every=20,
+                                                                   checkpoint_every=1000))
+    # optim.lr is for a global batch of 256: training scales it by batch_size * world_size / 256 (`lr_scale`)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="sgd", lr=0.03, momentum=0.9,
+                                                                   weight_decay=1e-4, schedule="cosine"))
 
 
 def lambda_at(step: int, lam: float, warmup_steps: int) -> float:
@@ -98,6 +98,11 @@ def make_step_fn(cfg: Config, augment: torch.nn.Module) -> Any:
     return step_fn
 
 
+def lr_scale(cfg: Config, runtime: Runtime) -> float:
+    """The linear scaling rule of the official code: optim.lr is for a global batch of 256."""
+    return cfg.batch_size * runtime.world_size / 256
+
+
 def enqueue_keys(model: torch.nn.Module, keys: Keys, step: int) -> None:
     """after_step: enqueue the step's keys once the optimizer has stepped."""
     unwrap(model).enqueue(keys)
@@ -127,44 +132,41 @@ def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, re
             print(line, flush=True)
         if len(log) > 1:
             (run_dir / "skipped_images.txt").write_text("\n".join(log[1:]) + "\n")
-    steps = cfg.train.max_steps or cfg.epochs * batches.steps_per_epoch
     model = model if model is not None else build_model(cfg)
-    lr = cfg.lr * cfg.batch_size * runtime.world_size / 256
-    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=lr, momentum=cfg.sgd_momentum,
-                          weight_decay=cfg.weight_decay)
-    scheduler = schedules.lr_scheduler(opt, lambda s: schedules.cosine(s, steps))
-    trainer = Trainer(model, opt, make_step_fn(cfg, build_augment(cfg).to(runtime.device)),
-                      config=dataclasses.replace(cfg.train, max_steps=steps), runtime=runtime, run_dir=run_dir,
-                      scheduler=scheduler, after_step=enqueue_keys)
+    trainer = Trainer(model, make_step_fn(cfg, build_augment(cfg).to(runtime.device)), config=cfg.train,
+                      optim=cfg.optim, runtime=runtime, params=model.encoder_q.parameters(),
+                      lr_scale=lr_scale(cfg, runtime), run_dir=run_dir, after_step=enqueue_keys)
     summary = trainer.fit(batches, resume=resume)
     return {**summary, "skipped_images": max(len(log) - 1, 0), "mode": "densecl" if cfg.loss_lambda > 0 else "mocov2"}
 
 
-def load_model(cfg: Config, checkpoint: Path, runtime: Runtime) -> DenseCL:
-    """A model with the weights of a training checkpoint (weights-only load)."""
-    state = ckpt.load(checkpoint, map_location=runtime.device)
-    model = build_model(cfg).to(runtime.device)
-    try:
-        model.load_state_dict(state.get("model", state))
-    except (RuntimeError, KeyError) as err:
-        raise LowlabelError(f"checkpoint {checkpoint} does not fit this config: {str(err)[:300]}") from None
-    return model
+def probe_scores(backbone: torch.nn.Module, *, size: int, seed: int, device: torch.device) -> dict[str, float]:
+    """Frozen-backbone probes on the shapes world (`data.probe_data`, `lowlabel.nn.probes`): {'miou': per-pixel
+    segmentation of multi-object scenes, 'class_acc': shape of the object in one-object scenes}."""
+    seg_train, seg_test = probe_data(size, seed)
+    cls_train, cls_test = probe_data(size, seed, single_object=True)
+
+    def maps(part: ShapesImages) -> torch.Tensor:
+        return backbone_maps(backbone, part.images.to(device))
+
+    miou = segmentation_probe(maps(seg_train), seg_train.semantic.to(device), maps(seg_test),
+                              seg_test.semantic.to(device), seg_train.n_seg_classes, seed=seed)
+    acc = class_probe(maps(cls_train), cls_train.shape.to(device), maps(cls_test), cls_test.shape.to(device),
+                      cls_train.n_seg_classes - 1)
+    return {"miou": miou, "class_acc": acc}
 
 
 def evaluate(cfg: Config, *, checkpoint: Path, data: Path | None, runtime: Runtime) -> dict[str, float]:
     """Shapes world (no data): frozen linear probes, mIoU and class accuracy. Folder: the mean losses over up to 20
     batches with the key encoder held fixed (momentum 1) and the queues untouched."""
-    model = load_model(cfg, checkpoint, runtime)
+    model = load_model(build_model, cfg, checkpoint, runtime.device)
     if data is None:
-        from lowlabel.methods.densecl.demo import probe_scores
-
         size = min(max(cfg.aug.load_size, 16), 224)
         return probe_scores(model.encoder_q.backbone, size=size, seed=cfg.train.seed + 1, device=runtime.device)
     batches = _batches(cfg, data, runtime, [])
     augment = build_augment(cfg).to(runtime.device)
     totals: dict[str, float] = {}
     n = 0
-    model.eval()
     with torch.no_grad():
         for batch in batches.epoch(0):
             view_q, view_k = two_views(augment, batch.to(runtime.device))
@@ -175,13 +177,6 @@ def evaluate(cfg: Config, *, checkpoint: Path, data: Path | None, runtime: Runti
             if n == 20:
                 break
     return {name: value / n for name, value in totals.items()}
-
-
-def demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
-    """Pretrain DenseCL and MoCo-v2 on the shapes world with the same budget, probe them and random init."""
-    from lowlabel.methods.densecl.demo import run_demo
-
-    return run_demo(quick=quick, out=out, runtime=runtime)
 
 
 def smoke_case(runtime: Runtime) -> SmokeCase:

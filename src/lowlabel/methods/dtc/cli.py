@@ -40,10 +40,14 @@ def _threads(threads: int) -> None:
 @app.command()
 def train(
     data: Annotated[Optional[Path], typer.Option(help="LA layout root (train.list/test.list); none: volumes world.")] = None,  # noqa: UP045, E501
-    labelled: Annotated[int, typer.Option(help="The first N cases of train.list are labelled.")] = 16,
-    scale: Annotated[float, typer.Option(help="Resample volumes by this factor (patch/stride follow).")] = 1.0,
-    iterations: Annotated[int, typer.Option(help="Training steps; lr milestones and ramp scale with it.")] = 6000,
-    n_filters: Annotated[int, typer.Option(help="V-Net base width (16 official).")] = 16,
+    labelled: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="The first N cases of train.list are labelled [config: labelled, 16].")] = None,
+    scale: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Resample volumes by this factor; patch and stride follow [config: scale, 1].")] = None,
+    iterations: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Training steps; lr milestones and ramp keep their shape [config: train.max_steps, 6000].")] = None,
+    n_filters: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="V-Net base width [config: n_filters, 16].")] = None,
     supervised: Annotated[bool, typer.Option(help="Baseline: same V-Net, labelled cases only, Dice.")] = False,
     out: Annotated[Path, typer.Option(help="Root folder of runs.")] = Path("runs"),
     config: Annotated[Optional[Path], typer.Option(help="YAML config file.")] = None,  # noqa: UP045
@@ -53,7 +57,6 @@ def train(
     device: Device = "auto",
 ) -> None:
     """Train DTC (or --supervised) and evaluate the last iteration on test.list; prints the run folder."""
-    import dataclasses
     import json
 
     from lowlabel.engine import config as cfg_mod
@@ -63,13 +66,12 @@ def train(
 
     _threads(threads)
     if resume is not None:
-        cfg = _config(resume / "config.yaml", set_ or [])
+        cfg = cfg_mod.load_config(recipe.Config, resume / "config.yaml", set_ or [])
     else:
-        cfg = _config(config, set_ or [])
-        cfg = dataclasses.replace(cfg, labelled=labelled, scale=scale, n_filters=n_filters)
+        options = {"labelled": labelled, "scale": scale, "n_filters": n_filters, "train.max_steps": iterations}
         if supervised:
-            cfg = dataclasses.replace(cfg, unlabelled_bs=0, consistency=0.0, beta=0.0)
-        cfg = recipe.with_steps(cfg, iterations)
+            options.update({"unlabelled_bs": 0, "consistency": 0.0, "beta": 0.0})
+        cfg = cfg_mod.load_config(recipe.Config, config, set_ or [], options=options)
     runtime = rt.init(device, seed=cfg.train.seed)
     run_dir = resume if resume is not None else rundir.new_run_dir(out, "dtc")
     cfg_mod.save_config(cfg, run_dir / "config.yaml")
@@ -96,6 +98,7 @@ def segment(
     """Segment volumes with the sliding window; writes <name>_mask.nii.gz (or .h5 with 'label' and 'prob')."""
     from lowlabel.data.io import write_h5, write_nifti
     from lowlabel.engine import runtime as rt
+    from lowlabel.engine.recipe import load_model
     from lowlabel.methods.dtc import recipe
     from lowlabel.methods.dtc.data import read_volume
     from lowlabel.methods.dtc.inference import segment_volume
@@ -104,7 +107,7 @@ def segment(
         raise LowlabelError(f"--format {fmt}: use nifti or h5")
     _threads(threads)
     cfg = _run_config(model, config)
-    net = recipe.load_model(cfg, model, rt.init(device).device)
+    net = load_model(recipe.build_model, cfg, model, rt.init(device).device)
     for path in volumes:
         image, spacing = read_volume(path)
         mask, prob = segment_volume(net, image, patch=recipe.effective_patch(cfg), stride=recipe.effective_stride(cfg),
@@ -130,12 +133,13 @@ def evaluate(
 ) -> None:
     """Per-case and mean Dice / Jaccard / 95HD / ASD (voxels) of a checkpoint on test.list."""
     from lowlabel.engine import runtime as rt
+    from lowlabel.engine.recipe import load_model
     from lowlabel.methods.dtc import recipe
     from lowlabel.methods.dtc.plots import overlay_png
 
     _threads(threads)
     cfg = _run_config(model, config)
-    net = recipe.load_model(cfg, model, rt.init(device).device)
+    net = load_model(recipe.build_model, cfg, model, rt.init(device).device)
     cases = recipe.load_split(cfg, data, "test", 1.0)
     rows = recipe.evaluate_cases(net, cfg, cases)
     table = Table(title=f"dtc: {model}")

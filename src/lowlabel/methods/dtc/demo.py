@@ -43,7 +43,12 @@ def head_disagreement(model: torch.nn.Module, cases: list, cfg: recipe.Config) -
         return float((level_set_to_mask(level_set, cfg.k) - torch.sigmoid(logits)).abs().mean())
 
 
-def demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
+def figures(run_dir: Path) -> list[Path]:
+    """The PNGs of a DTC run or demo folder (slice overlays written by the demo and `lowlabel dtc eval --overlay`)."""
+    return sorted(Path(run_dir).glob("*.png"))
+
+
+def run(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
     """Train DTC and the labelled-only V-Net (Dice loss) on the volumes world (full: also the V-Net with the
     level-set head, labelled only); compare test Dice (higher wins). Rows are means over 1 seed (quick) or 3, with
     `<metric>_std`; the seed sets the world, the initialisation and the batches."""

@@ -1,4 +1,4 @@
-"""DTC recipe: official LA defaults, training through the engine, evaluation, the volumes-world demo, a smoke case.
+"""DTC recipe: official LA defaults, training through the engine, evaluation, a smoke case.
 
 Total loss (spec "Losses" 5): L = L_Dice + beta L_LSF + lambda(t) L_DTC, with L_Dice and L_LSF on the labelled part
 of each 2+2 batch and L_DTC on all of it; lambda(t) = consistency * exp(-5 (1 - c/40)^2), c = min(t // 150, 40).
@@ -15,18 +15,18 @@ import numpy as np
 import torch
 
 from lowlabel.data.synth.volumes import VolumeConfig, generate_volume
-from lowlabel.engine import checkpoint as ckpt
 from lowlabel.engine import schedules
-from lowlabel.engine.demo import DemoResult, SmokeCase
+from lowlabel.engine.demo import SmokeCase
+from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import TrainConfig, Trainer, write_json
+from lowlabel.engine.trainer import Trainer, write_json
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.dtc import losses
 from lowlabel.methods.dtc.data import Case, TwoStreamBatches, read_la_case, read_list, rescale, scaled_patch
 from lowlabel.methods.dtc.inference import segment_volume
+from lowlabel.methods.dtc.model import dtc_vnet
 from lowlabel.metrics.segmentation import case_metrics
 from lowlabel.nn.fast import prefer_channels_last
-from lowlabel.nn.vnet import VNet
 
 OFFICIAL_STEPS = 6000
 
@@ -53,15 +53,10 @@ class Config:
     scale: float = 1.0  # CPU budget option: volumes resampled by `scale`, patch and stride scaled with them
     labelled_bs: int = 2
     unlabelled_bs: int = 2
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_milestones: list[int] = field(default_factory=lambda: [2500, 5000])
-    lr_gamma: float = 0.1
     beta: float = 0.3  # weight of L_LSF (0 drops the level-set regression)
     consistency: float = 1.0  # maximum weight of L_DTC (0 = supervised baseline)
     consistency_rampup: int = 40  # ramp length in ramp units
-    ramp_every: int = 150  # steps per ramp unit
+    ramp_every: int = 150  # steps per ramp unit in a 6,000-step run; scaled with the run's length
     k: float = 1500.0
     threshold: float = 0.5
     keep_largest: bool = True
@@ -69,18 +64,23 @@ class Config:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=OFFICIAL_STEPS, log_every=20, checkpoint_every=1000, seed=1337))
+    # SGD 0.01, momentum 0.9, wd 1e-4, lr x0.1 at iterations 2,500 and 5,000 of 6,000 (fractions of the run)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        name="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="step",
+        milestones=[2500 / OFFICIAL_STEPS, 5000 / OFFICIAL_STEPS], gamma=0.1))
 
 
 def with_steps(cfg: Config, steps: int) -> Config:
-    """`cfg` shortened (or lengthened) to `steps` iterations with the lr milestones and ramp unit scaled by
-    steps / 6000, so the schedules keep their official shape."""
+    """`cfg` with a run of `steps` iterations (the schedules keep their official shape: see `ramp_unit`)."""
     if steps < 1:
         raise LowlabelError(f"iterations={steps}: need at least 1")
-    ratio = steps / OFFICIAL_STEPS
-    return dataclasses.replace(
-        cfg, lr_milestones=[max(1, round(m * ratio)) for m in cfg.lr_milestones],
-        ramp_every=max(1, round(cfg.ramp_every * ratio)),
-        train=dataclasses.replace(cfg.train, max_steps=steps))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps))
+
+
+def ramp_unit(cfg: Config, total_steps: int) -> int:
+    """Steps per ramp unit for a `total_steps` run: the official 150 of 6,000 scaled by total_steps / 6000, so the
+    consistency weight reaches its maximum at the end of any run length, as it does in the official one."""
+    return max(1, round(cfg.ramp_every * total_steps / OFFICIAL_STEPS))
 
 
 def consistency_ramp(step: int, weight: float = 1.0, rampup: int = 40, every: int = 150) -> float:
@@ -99,9 +99,9 @@ def effective_stride(cfg: Config) -> list[int]:
     return [max(1, round(s * cfg.scale)) for s in cfg.stride]
 
 
-def build_model(cfg: Config) -> VNet:
+def build_model(cfg: Config) -> torch.nn.Module:
     """The DTC V-Net of `cfg` (one input channel, one class)."""
-    return VNet(n_filters=cfg.n_filters, dropout=cfg.dropout)
+    return dtc_vnet(n_filters=cfg.n_filters, dropout=cfg.dropout)
 
 
 def synthetic_cases(cfg: Config, split: str) -> list[Case]:
@@ -120,9 +120,10 @@ def load_split(cfg: Config, data: Path | None, split: str, scale: float) -> list
     return [read_la_case(data, name, scale) for name in read_list(data, split)]
 
 
-def make_step_fn(cfg: Config) -> Any:
+def make_step_fn(cfg: Config, total_steps: int) -> Any:
     """step_fn(model, (image (B,1,*P), label (B,*P)), step) -> named losses; the first labelled_bs are labelled."""
     nl = cfg.labelled_bs
+    every = ramp_unit(cfg, total_steps)
 
     def step_fn(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict:
         image, label = batch
@@ -133,7 +134,7 @@ def make_step_fn(cfg: Config) -> Any:
             target = losses.signed_distance_map(y)
             out["lsf"] = cfg.beta * losses.level_set_loss(level_set[:nl, 0], target)
         if cfg.consistency > 0:
-            ramp = consistency_ramp(step, cfg.consistency, cfg.consistency_rampup, cfg.ramp_every)
+            ramp = consistency_ramp(step, cfg.consistency, cfg.consistency_rampup, every)
             out["dtc"] = ramp * losses.dual_task_consistency(level_set, logits, cfg.k)
         return out
 
@@ -154,7 +155,7 @@ def evaluate_cases(model: torch.nn.Module, cfg: Config, cases: list[Case]) -> li
 
 
 def mean_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Plain mean of every metric over cases (as the official evaluation)."""
+    """Plain mean of every metric over the cases of one model (as the official evaluation)."""
     return {k: float(np.mean([r[k] for r in rows])) for k in ("dice", "jaccard", "hd95", "asd")}
 
 
@@ -165,7 +166,7 @@ def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, re
 
 
 def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime,
-                resume: bool) -> tuple[VNet, dict]:
+                resume: bool) -> tuple[torch.nn.Module, dict]:
     """`train`, returning the trained model (last iteration, as the authors report) with the summary."""
     cases = load_split(cfg, data, "train", cfg.scale)
     if not 0 < cfg.labelled <= len(cases):
@@ -174,10 +175,9 @@ def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runti
     batches = TwoStreamBatches(labelled, unlabelled if cfg.unlabelled_bs else [], effective_patch(cfg),
                                labelled_bs=cfg.labelled_bs, unlabelled_bs=cfg.unlabelled_bs, seed=cfg.train.seed)
     model = prefer_channels_last(build_model(cfg), runtime.device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = schedules.lr_scheduler(opt, lambda s: schedules.step_decay(s, cfg.lr_milestones, cfg.lr_gamma))
-    trainer = Trainer(model, opt, make_step_fn(cfg), config=cfg.train, runtime=runtime, run_dir=run_dir,
-                      scheduler=sched)
+    total = cfg.train.total_steps(batches.steps_per_epoch)
+    trainer = Trainer(model, make_step_fn(cfg, total), config=cfg.train, optim=cfg.optim, runtime=runtime,
+                      run_dir=run_dir)
     summary = trainer.fit(batches, resume=resume)
     rows = evaluate_cases(model, cfg, load_split(cfg, data, "test", 1.0))
     summary.update({"patch": effective_patch(cfg), "stride": effective_stride(cfg), "scale": cfg.scale,
@@ -188,22 +188,9 @@ def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runti
     return model, summary
 
 
-def load_model(cfg: Config, checkpoint: Path, device: torch.device) -> VNet:
-    """The V-Net of `cfg` with the weights of a trainer checkpoint (or an exported state dict), on `device`."""
-    state = ckpt.load(checkpoint, map_location=device)
-    weights = state["model"] if isinstance(state, dict) and "model" in state else state
-    model = build_model(cfg).to(device)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise LowlabelError(f"{checkpoint}: weights do not fit a V-Net with n_filters={cfg.n_filters}; pass the "
-                            f"run's config ({str(err)[:200]})") from None
-    return model
-
-
 def evaluate(cfg: Config, *, checkpoint: Path, data: Path | None, runtime: Runtime) -> dict[str, float]:
     """Mean Dice/Jaccard/95HD/ASD of a checkpoint on the test split (per-case rows: `evaluate_cases`)."""
-    model = load_model(cfg, checkpoint, runtime.device)
+    model = load_model(build_model, cfg, checkpoint, runtime.device)
     return mean_metrics(evaluate_cases(model, cfg, load_split(cfg, data, "test", 1.0)))
 
 
@@ -213,12 +200,5 @@ def smoke_case(runtime: Runtime) -> SmokeCase:
     cases = synthetic_cases(cfg, "train")
     batches = TwoStreamBatches(cases[:2], cases[2:], cfg.patch, seed=0)
     batch = next(iter(batches.epoch(0)))
-    step_fn = make_step_fn(dataclasses.replace(cfg, ramp_every=1, consistency_rampup=1))
+    step_fn = make_step_fn(dataclasses.replace(cfg, ramp_every=1, consistency_rampup=1), OFFICIAL_STEPS)
     return SmokeCase(model=build_model(cfg).to(runtime.device), step_fn=step_fn, batch=batch)
-
-
-def demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
-    """DTC vs the labelled-only V-Net on the volumes world (lowlabel.methods.dtc.demo)."""
-    from lowlabel.methods.dtc.demo import demo as run_demo
-
-    return run_demo(quick=quick, out=out, runtime=runtime)

@@ -60,8 +60,9 @@ def label(
 @app.command()
 def train(
     data_dir: Annotated[Path, typer.Argument(help="The folder that was labelled.")],
-    labels: Annotated[Path, typer.Option(help="CSV from `fiqa label`.")],
+    labels: Annotated[Path, typer.Option(help="CSV from `fiqa label` (config key labels_file).")],
     out: Annotated[Path, typer.Option(help="Root of run folders.")] = Path("runs"),
+    config: Annotated[Optional[Path], typer.Option(help="YAML config file.")] = None,  # noqa: UP045
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override a.b=c.")] = None,  # noqa: UP045
     device: str = "auto",
 ) -> None:
@@ -74,7 +75,7 @@ def train(
         from lowlabel.engine import runtime as rt
         from lowlabel.methods.sdd_fiqa import recipe
 
-        cfg = cfg_mod.load_config(recipe.Config, None, [*(set_ or []), f"labels_file={labels}"])
+        cfg = cfg_mod.load_config(recipe.Config, config, set_ or [], options={"labels_file": str(labels)})
         runtime = rt.init(device, seed=cfg.train.seed)
         run_dir = rundir.new_run_dir(out, "sdd_fiqa")
         cfg_mod.save_config(cfg, run_dir / "config.yaml")
@@ -96,17 +97,17 @@ def score(
     from lowlabel.errors import LowlabelError
 
     try:
-        import torch
-
         from lowlabel.engine import config as cfg_mod
+        from lowlabel.engine.batches import embed
+        from lowlabel.engine.recipe import load_model
         from lowlabel.methods.sdd_fiqa import recipe
         from lowlabel.methods.sdd_fiqa.data import load_images
 
         found = config or next((p / "config.yaml" for p in model.resolve().parents if (p / "config.yaml").is_file()),
                                None)
         cfg = cfg_mod.load_config(recipe.Config, found)
-        regressor = recipe.load_regressor(cfg, model, torch.device("cpu"))
-        scores = recipe.embed(regressor, load_images(list(images), cfg.image_size)).tolist()
+        regressor = load_model(recipe.build_model, cfg, model)
+        scores = embed(regressor, load_images(list(images), cfg.image_size)).tolist()
         fh = open(out, "w", newline="") if out else sys.stdout  # noqa: SIM115 - closed below unless stdout
         writer = csv.writer(fh)
         writer.writerow(["path", "score"])

@@ -16,6 +16,7 @@ import torch
 
 from lowlabel.data.io import list_images, read_image
 from lowlabel.errors import LowlabelError
+from lowlabel.methods.sdd_fiqa.extractors import to_model_input
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,28 @@ def read_identity_folders(root: str | Path) -> IdentityFolder:
 
 def load_images(paths: list[Path], size: int) -> torch.Tensor:
     """Decode files (errors name the corrupt file) to (N, 3, size, size) float32 in [-1, 1]."""
-    from lowlabel.methods.sdd_fiqa.extractors import to_model_input
-
     return to_model_input([read_image(p) for p in paths], size, torch.device("cpu"))
+
+
+class LabelledImages(torch.utils.data.Dataset):
+    """(image (3, size, size) in [-1, 1], pseudo-label) pairs, each image decoded from its file when asked for."""
+
+    def __init__(self, paths: list[Path], quality: np.ndarray, size: int) -> None:
+        if len(paths) != len(quality):
+            raise LowlabelError(f"{len(paths)} image paths but {len(quality)} labels; give one label per image")
+        self.paths, self.quality, self.size = paths, torch.from_numpy(quality), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return load_images([self.paths[i]], self.size)[0], self.quality[i]
+
+
+def labelled_images(labels_file: str | Path, root: str | Path, size: int) -> LabelledImages:
+    """The images of a label file (`read_labels`), relative paths taken under `root`, with their pseudo-labels."""
+    paths, quality = read_labels(labels_file)
+    return LabelledImages([p if p.is_absolute() else Path(root) / p for p in paths], quality, size)
 
 
 def write_labels(path: str | Path, paths: list[Path], labels: np.ndarray, quality: np.ndarray) -> Path:

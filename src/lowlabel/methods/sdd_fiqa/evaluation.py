@@ -1,4 +1,7 @@
-"""SDD-FIQA evaluation on the faces world: verification pairs, baseline quality scores, EVRC/AOC table and plot."""
+"""SDD-FIQA evaluation on the faces world: verification pairs, baseline quality scores, EVRC/AOC table and plot.
+
+The models come in as arguments: nothing here imports the recipe (the demo imports this module).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import numpy as np
 import torch
 from scipy.ndimage import convolve
 
+from lowlabel.engine.batches import embed
 from lowlabel.metrics.quality import aoc, error_versus_reject, pair_quality, plot_evrc
 
 FMRS: tuple[float, ...] = (1e-2, 1e-3)
@@ -35,13 +39,14 @@ def verification_pairs(emb: torch.Tensor, identity: torch.Tensor) -> tuple[np.nd
 
 
 def evrc_table(test: dict[str, torch.Tensor], *, embedder: torch.nn.Module, regressor: torch.nn.Module,
-               out: Path, seed: int = 0) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """AOC of SDD-FIQA and baselines (true quality, sharpness, random) on held-out identities; writes evrc.png."""
-    from lowlabel.methods.sdd_fiqa.recipe import embed
-
-    gen, imp, gen_pairs, imp_pairs = verification_pairs(embed(embedder, test["images"]), test["identity"])
+               out: Path, seed: int = 0, device: torch.device | str = "cpu"
+               ) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """AOC of SDD-FIQA and baselines (true quality, sharpness, random) on held-out identities (`test` as
+    `data.faces_world` gives it; both models on `device`); writes evrc_fmr<FMR>.png into `out`."""
+    gen, imp, gen_pairs, imp_pairs = verification_pairs(embed(embedder, test["images"], device=device).cpu(),
+                                                        test["identity"])
     scores = {
-        "SDD-FIQA": embed(regressor, test["images"]).numpy(),
+        "SDD-FIQA": embed(regressor, test["images"], device=device).cpu().numpy(),
         "true quality (upper reference)": test["quality"].numpy(),
         "sharpness": laplacian_sharpness(test["uint8"].numpy()),
         "random": np.random.default_rng(seed).random(len(test["images"])),

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from lowlabel.data.io import read_image
+from lowlabel.engine import batches
 from lowlabel.errors import LowlabelError
 from lowlabel.extras import require
 
@@ -55,12 +56,10 @@ class ModuleExtractor:
         self.module, self.size, self.name, self.device, self.batch_size = module, size, name, device, batch_size
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for b in range(0, len(images), self.batch_size):
-                x = to_model_input(images[b : b + self.batch_size], self.size, self.device)
-                out.append(self.module(x).float().cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+        if not images:
+            return np.zeros((0, 0), np.float32)
+        x = to_model_input(images, self.size, torch.device("cpu"))
+        return batches.embed(self.module, x, batch_size=self.batch_size, device=self.device).float().cpu().numpy()
 
 
 def BuiltinExtractor(embedder: torch.nn.Module, *, size: int, device: torch.device) -> ModuleExtractor:  # noqa: N802

@@ -1,11 +1,13 @@
 """Readers for the official formats (VG scene_graphs.json, the IRSGS graph pickle, COCO/Karpathy caption JSON,
-relevance .npy) and the training-pair sampler of IRSGS."""
+relevance .npy), the two data sources of training (`official_data`: a folder of those files; `shapes_data`: the shapes
+world) and the training-pair sampler of IRSGS."""
 
 from __future__ import annotations
 
 import json
 import pickle
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,7 +16,9 @@ import torch
 
 from lowlabel.engine.runtime import Runtime
 from lowlabel.errors import LowlabelError
-from lowlabel.methods.sg_retrieval.graphs import PackedGraphs, SceneGraph, build_graph, from_adjacency
+from lowlabel.methods.sg_retrieval.graphs import PackedGraphs, SceneGraph, build_graph, from_adjacency, shapes_graph
+from lowlabel.methods.sg_retrieval.losses import caption_relevance
+from lowlabel.nn import text
 
 
 def load_json(path: Path) -> Any:
@@ -156,6 +160,85 @@ def caption_arrays(captions: dict[str, list[str]], ids: list[str]) -> tuple[list
         texts += caps
         owner += [i] * len(caps)
     return texts, torch.tensor(owner, dtype=torch.long)
+
+
+@dataclass
+class RetrievalData:
+    """Graphs, their (N, N) surrogate relevance, and train/test index tensors (scenes: shapes-world ground truth)."""
+
+    graphs: list[SceneGraph]
+    relevance: torch.Tensor
+    train: torch.Tensor
+    test: torch.Tensor
+    encoder: str
+    scenes: list | None = None
+
+
+def _split(n: int, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) indices: the last `test_fraction` of the n images (at least one) are the test split."""
+    n_test = max(1, round(n * test_fraction))
+    if n - n_test < 2:
+        raise LowlabelError(f"{n} images are too few to split off {n_test} test images; add data")
+    return torch.arange(n - n_test), torch.arange(n - n_test, n)
+
+
+def shapes_data(n_scenes: int, *, captions_per_image: int = 5, encoder: str = "minilm", test_fraction: float = 0.2,
+                seed: int = 0) -> RetrievalData:
+    """Shapes-world scenes: ground-truth scene graphs, `captions_per_image` templated captions each, relevance from
+    the sentence `encoder` (minilm | tfidf); the last `test_fraction` of the scenes are the test split."""
+    from lowlabel.data.synth.shapes import ShapesConfig, ShapesDataset
+
+    world = ShapesDataset(n_scenes, seed=seed, cfg=ShapesConfig(n_captions=captions_per_image))
+    scenes = [world.scene(i) for i in range(n_scenes)]
+    graphs = [shapes_graph(s.scene_graph(), str(i)) for i, s in enumerate(scenes)]
+    texts = [c for s in scenes for c in s.captions]
+    owner = torch.arange(len(scenes)).repeat_interleave(torch.tensor([len(s.captions) for s in scenes]))
+    emb = text.sentence_encoder(encoder).encode(texts)
+    rel = caption_relevance(emb, owner, n_images=len(scenes), captions_per_image=captions_per_image)
+    train, test = _split(len(scenes), test_fraction)
+    return RetrievalData(graphs, rel, train, test, encoder, scenes)
+
+
+def official_data(root: str | Path, *, captions_per_image: int = 5, encoder: str = "minilm",
+                  test_fraction: float = 0.2) -> RetrievalData:
+    """A folder with graphs (scene_graphs.json or *.pkl), captions (captions.json: COCO or Karpathy; relevance from
+    the sentence `encoder`) or relevance (*_sbert_mean.npy + *_sbert_img_id.npy), and optionally split.json
+    {image_id: "train" | "test"} (else the last `test_fraction` of the graphs are the test split)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LowlabelError(f"--data {root} is not a folder")
+    graph_files = [root / "scene_graphs.json"] if (root / "scene_graphs.json").is_file() else sorted(root.glob("*.pkl"))
+    if not graph_files:
+        raise LowlabelError(f"{root} holds no scene_graphs.json and no *.pkl graph file")
+    graphs = read_graphs(graph_files[0])
+    ids = [g.image_id for g in graphs]
+    rel_files = sorted(root.glob("*_sbert_mean.npy"))
+    if rel_files:
+        rel_all, rel_ids = read_relevance(rel_files[0], str(rel_files[0]).replace("_mean.npy", "_img_id.npy"))
+        where = {r: i for i, r in enumerate(rel_ids)}
+        missing = [i for i in ids if i not in where]
+        if missing:
+            raise LowlabelError(f"{rel_files[0]} has no row for images {', '.join(missing[:5])}")
+        pos = torch.tensor([where[i] for i in ids])
+        rel, source = rel_all[pos][:, pos], f"precomputed:{rel_files[0].name}"
+    elif (root / "captions.json").is_file():
+        texts, owner = caption_arrays(read_captions(root / "captions.json"), ids)
+        emb = text.sentence_encoder(encoder).encode(texts)
+        rel = caption_relevance(emb, owner, n_images=len(ids), captions_per_image=captions_per_image)
+        source = encoder
+    else:
+        raise LowlabelError(f"{root} holds neither captions.json nor *_sbert_mean.npy: one defines the training target")
+    if (root / "split.json").is_file():
+        split = load_json(root / "split.json")
+        train = torch.tensor([i for i, g in enumerate(ids) if split.get(g) == "train"], dtype=torch.long)
+        test = torch.tensor([i for i, g in enumerate(ids) if split.get(g) == "test"], dtype=torch.long)
+        if len(train) < 2 or len(test) < 1:
+            raise LowlabelError(
+                f"{root / 'split.json'} leaves {len(train)} train / {len(test)} test images that have graphs"
+            )
+    else:
+        train, test = _split(len(ids), test_fraction)
+    return RetrievalData(graphs, rel, train, test, source)
 
 
 class PairBatches:

@@ -22,7 +22,8 @@ from lowlabel.engine.runtime import Runtime
 from lowlabel.methods.sg_retrieval import evaluation as ev
 from lowlabel.methods.sg_retrieval.graphs import PackedGraphs
 from lowlabel.methods.sg_retrieval.index import embed_graphs
-from lowlabel.methods.sg_retrieval.recipe import Config, DataConfig, ModelConfig, OptimConfig, fit, shapes_data
+from lowlabel.methods.sg_retrieval.recipe import Config, DataConfig, ModelConfig, fit, load_data
+from lowlabel.report.figures import figure, save_figure
 
 # quick: 300 scenes, TF-IDF caption encoder (no transformer pass), H = 64; full: 1000 scenes, offline
 # all-MiniLM-L6-v2 captions, the official H = 300.
@@ -50,15 +51,10 @@ def tfidf_cosine(docs: list[list[str]]) -> torch.Tensor:
 
 def gallery(scenes: list, judge: torch.Tensor, scores: torch.Tensor, query: int, path: Path, title: str) -> Path:
     """PNG: query scene and its top-5 database scenes under `scores`, each titled with its judge similarity."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s = scores[query].clone()
     s[query] = -float("inf")
     top = torch.topk(s, 5).indices.tolist()
-    fig, axes = plt.subplots(1, 6, figsize=(15, 4.4))
+    fig, axes = figure(1, 6, figsize=(15, 4.4))
     for ax, j in zip(axes, [query, *top], strict=True):
         ax.imshow(scenes[j].image, interpolation="nearest")
         head = "query" if j == query else f"judge {judge[query, j]:.2f}  score {scores[query, j]:.2f}"
@@ -68,10 +64,7 @@ def gallery(scenes: list, judge: torch.Tensor, scores: torch.Tensor, query: int,
         ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def gallery_query(scenes: list, judge: torch.Tensor, min_objects: int = 3, top: int = 5) -> int:
@@ -87,7 +80,12 @@ def gallery_query(scenes: list, judge: torch.Tensor, min_objects: int = 3, top: 
     return int(torch.argmax(related.masked_fill(~eligible, -float("inf"))))
 
 
-def run_demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
+def figures(run_dir: Path) -> list[Path]:
+    """The PNGs of an IRSGS demo folder (`gallery.png`) or run folder, sorted by name."""
+    return sorted(Path(run_dir).glob("*.png"))
+
+
+def run(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
     """Train IRSGS-GCN and IRSGS-GIN and compare them with TF-IDF, pixel, random and caption-oracle rankings.
 
     Runs with one intra-op CPU thread (restored afterwards): the demo's tensors are small, and on a busy 2-core
@@ -95,7 +93,7 @@ def run_demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_demo(quick=quick, out=out, runtime=runtime)
+        return _run_demo(quick=quick, out=Path(out), runtime=runtime)
     finally:
         torch.set_num_threads(threads)
 
@@ -106,7 +104,7 @@ def _run_demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
     t0 = time.perf_counter()
     setting = QUICK if quick else FULL
     data_cfg = DataConfig(n_scenes=setting["n_scenes"], sentence_encoder=setting["sentence_encoder"])
-    bundle = shapes_data(data_cfg)
+    bundle = load_data(data_cfg, None)
     test = bundle.test.tolist()
     scenes = [bundle.scenes[i] for i in test]
     judge = torch.from_numpy(scene_similarity_matrix(scenes)).float()
@@ -121,10 +119,11 @@ def _run_demo(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
     test_graphs = None
     for name, conv in (("IRSGS-GCN", "gcn"), ("IRSGS-GIN", "gin")):
         model_cfg = ModelConfig(conv=conv, hidden=setting["hidden"], gin_mlp_hidden=setting["gin_mlp_hidden"])
-        cfg = Config(model=model_cfg, data=data_cfg,
-                     optim=OptimConfig(lr=DEMO_LR, gamma=DEMO_GAMMA, epochs=setting["epochs"]))
-        cfg = replace(cfg, train=replace(cfg.train, log_every=10**9, checkpoint_every=10**9, seed=0))
-        model, _, table, _ = fit(cfg, bundle, runtime, run_dir=None)
+        cfg = Config(model=model_cfg, data=data_cfg)
+        cfg = replace(cfg, optim=replace(cfg.optim, lr=DEMO_LR, gamma=DEMO_GAMMA),
+                      train=replace(cfg.train, epochs=setting["epochs"], log_every=10**9, checkpoint_every=10**9,
+                                    seed=0))
+        model, table, _ = fit(cfg, bundle, runtime, run_dir=None)
         if test_graphs is None:
             test_graphs = PackedGraphs([bundle.graphs[i] for i in test], vocab=PackedGraphs(bundle.graphs).vocab)
         z = embed_graphs(model, test_graphs, table).cpu()

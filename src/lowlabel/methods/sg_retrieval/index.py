@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from lowlabel.engine import checkpoint as ckpt
+from lowlabel.engine.batches import embed
 from lowlabel.errors import LowlabelError
 from lowlabel.extras import require
 from lowlabel.methods.sg_retrieval.graphs import PackedGraphs
@@ -37,42 +37,34 @@ class ModelSpec:
 
 
 def export_model(model: GraphEmbedding, spec: ModelSpec, path: Path) -> Path:
-    """Write a self-describing weights-only file: {"spec": ModelSpec fields, "state_dict": ...}."""
+    """Write a self-describing weights-only file: {"spec": ModelSpec fields, "model": state dict} (the "model" key
+    of a trainer checkpoint, so `engine.checkpoint.load_into` reads both)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return ckpt.atomic_save({"spec": asdict(spec), "state_dict": state}, path)
+    return ckpt.atomic_save({"spec": asdict(spec), "model": state}, path)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GraphEmbedding, ModelSpec]:
     """A model written by `export_model` (the `model.pt` of a training run), in eval mode on `device`."""
     payload = ckpt.load(path, map_location="cpu")
-    if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
+    if not isinstance(payload, dict) or "spec" not in payload or "model" not in payload:
+        older = isinstance(payload, dict) and "state_dict" in payload  # the layout before the "model" key
         raise LowlabelError(
             f"{path} is not an exported IRSGS model; pass the model.pt that `lowlabel train sg_retrieval` writes "
-            "in its run folder"
+            "in its run folder" + (" (this file has the older 'state_dict' layout: rename that key to 'model')"
+                                   if older else "")
         )
     spec = ModelSpec(**payload["spec"])
-    model = spec.build()
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), spec
+    return ckpt.load_into(spec.build().to(device), path, map_location=device).eval(), spec
 
 
-@torch.no_grad()
 def embed_graphs(
     model: GraphEmbedding, graphs: PackedGraphs, table: torch.Tensor, batch_size: int = 512
 ) -> torch.Tensor:
     """(G, H) unit embeddings of every packed graph, in order, `batch_size` graphs per sparse batch (batches in
-    order, so `official_padding` pads each batch as the official code does)."""
+    order, so `official_padding` pads each batch as the official code does); leaves `model` in eval mode."""
     model.eval()
-    out = torch.empty(len(graphs), model.out_dim, device=table.device)
-    chunks = list(torch.split(torch.arange(len(graphs)), batch_size))
-    progress = None
-    if sys.stdout.isatty() and len(chunks) > 20:
-        from rich.progress import track
-
-        progress = track(chunks, description="embedding graphs")
-    for chunk in progress or chunks:
-        out[chunk.to(table.device)] = model(*graphs.batch(chunk, table))
-    return out
+    index = torch.arange(len(graphs))
+    return embed(lambda chunk: model(*graphs.batch(chunk, table)), index, batch_size=batch_size)
 
 
 def build_index(embeddings: torch.Tensor, ids: list[str], out: Path, meta: dict) -> Path:

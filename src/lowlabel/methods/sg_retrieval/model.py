@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lowlabel.extras import require
+from lowlabel.nn.heads import mlp
 
 
 class GraphEmbedding(nn.Module):
@@ -47,13 +48,9 @@ class GraphEmbedding(nn.Module):
         if conv == "gcn":
             # the normalised adjacency is built once per batch (`propagation`) and shared by the layers
             convs = [GCNConv(dims[i], dims[i + 1], normalize=False) for i in range(layers)]
-        else:
-
-            def mlp(i: int) -> nn.Module:
-                inner = nn.Linear(dims[i], gin_mlp_hidden)
-                return nn.Sequential(inner, nn.ReLU(), nn.Linear(gin_mlp_hidden, dims[i + 1]))
-
-            convs = [GINConv(mlp(i), eps=0.0, train_eps=False) for i in range(layers)]
+        else:  # GIN MLP: Linear, ReLU, Linear (the official `nn.0` / `nn.2` parameter names)
+            convs = [GINConv(mlp([dims[i], gin_mlp_hidden, dims[i + 1]], norm=None), eps=0.0, train_eps=False)
+                     for i in range(layers)]
         self.convs = nn.ModuleList(convs)
         self.conv, self.in_dim = conv, in_dim
         self.official_padding = official_padding

@@ -1,4 +1,9 @@
-"""Frozen-feature linear probes for a pretrained backbone: per-pixel segmentation (mIoU) and image class (accuracy)."""
+"""Frozen-feature linear probes of a pretrained backbone: per-pixel segmentation (mIoU) and image class (accuracy).
+
+`backbone_maps` gives the C5 maps of a `lowlabel.nn` backbone (any module with `forward_features`) on uint8 images;
+`segmentation_probe` fits a 1x1 conv on those maps (logits bilinearly upsampled to the masks) and `class_probe` a
+linear classifier on the pooled maps, both by `fit_linear` (full-batch L-BFGS from zero weights: deterministic).
+"""
 
 from __future__ import annotations
 
@@ -7,29 +12,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowlabel.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lowlabel.engine.batches import embed
+from lowlabel.metrics.segmentation import confusion_miou
 
 
-@torch.no_grad()
+class ImageNetFeatures(nn.Module):
+    """uint8 images (N, 3, H, W) -> `backbone.forward_features` of the ImageNet-normalised float images."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+        return self.backbone.forward_features((images.float() / 255.0 - mean) / std)
+
+
 def backbone_maps(backbone: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """C5 maps (N, C, h, w) of uint8 images (N, 3, H, W), backbone in eval mode, ImageNet-normalised input."""
-    backbone.eval()
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    parts = [backbone.forward_features((chunk.float() / 255.0 - mean) / std) for chunk in images.split(batch_size)]
-    return torch.cat(parts)
-
-
-def confusion_miou(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> float:
-    """mIoU = mean over classes present (in target or prediction) of TP / (TP + FP + FN), accumulated over the set.
-
-    pred, target: int64 tensors of the same shape with values in [0, n_classes).
-    """
-    cm = torch.bincount(target.reshape(-1) * n_classes + pred.reshape(-1), minlength=n_classes**2)
-    cm = cm.reshape(n_classes, n_classes).double()
-    tp = cm.diag()
-    union = cm.sum(0) + cm.sum(1) - tp
-    present = union > 0
-    return float((tp[present] / union[present]).mean())
+    """C5 maps (N, C, h, w) of uint8 images (N, 3, H, W): backbone in eval mode (its mode restored after),
+    ImageNet-normalised input, `batch_size` images at a time, no autograd."""
+    return embed(ImageNetFeatures(backbone), images, batch_size=batch_size)
 
 
 def _standardise(train: torch.Tensor, test: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +64,7 @@ def upsampled_pixels(maps: torch.Tensor, size: tuple[int, int], per_image: int, 
                                                                                                     torch.Tensor]:
     """Features of `per_image` random pixels of each image, bilinearly upsampled from maps (N, C, h, w) to `size`
     (align_corners=False, as F.interpolate). Returns (features (N * per_image, C), flat pixel index (N, per_image)).
+    The pixels are drawn from a generator seeded by `seed` (the global generator is not touched).
 
     Since bilinear upsampling is linear and its weights sum to one, a 1x1 conv applied before upsampling gives at
     those pixels exactly the logits of the same linear map applied to these features.
@@ -77,7 +81,8 @@ def upsampled_pixels(maps: torch.Tensor, size: tuple[int, int], per_image: int, 
 def segmentation_probe(train_maps: torch.Tensor, train_masks: torch.Tensor, test_maps: torch.Tensor,
                        test_masks: torch.Tensor, n_classes: int, *, pixels_per_image: int = 128,
                        seed: int = 0) -> float:
-    """Test mIoU of a 1x1 conv on frozen maps (N, C, h, w), bilinearly upsampled to the masks (N, H, W).
+    """Test mIoU (`metrics.segmentation.confusion_miou`) of a 1x1 conv on frozen maps (N, C, h, w), bilinearly
+    upsampled to the int64 masks (N, H, W) with values in [0, n_classes).
 
     Features are standardised per channel with training statistics. The conv is fitted by `fit_linear` on the
     per-pixel cross-entropy of `pixels_per_image` random pixels of every training image (exactly the upsampled-logit
@@ -91,15 +96,17 @@ def segmentation_probe(train_maps: torch.Tensor, train_masks: torch.Tensor, test
     with torch.no_grad():
         conv.weight.copy_(linear.weight[:, :, None, None])
         conv.bias.copy_(linear.bias)
-        preds = [F.interpolate(conv(chunk), size=test_masks.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
-                 for chunk in test_maps.split(128)]
-    return confusion_miou(torch.cat(preds), test_masks, n_classes)
+
+    def predict(chunk: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(conv(chunk), size=test_masks.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
+
+    return confusion_miou(embed(predict, test_maps, batch_size=128), test_masks, n_classes)
 
 
 def class_probe(train_maps: torch.Tensor, train_labels: torch.Tensor, test_maps: torch.Tensor,
                 test_labels: torch.Tensor, n_classes: int) -> float:
-    """Test accuracy of a linear classifier (`fit_linear`) on globally average-pooled frozen maps, standardised per
-    channel with training statistics."""
+    """Test accuracy of a linear classifier (`fit_linear`) on globally average-pooled frozen maps (N, C, h, w),
+    standardised per channel with training statistics; labels (N,) int64 in [0, n_classes)."""
     train_x, test_x = _standardise(train_maps.mean(dim=(2, 3)), test_maps.mean(dim=(2, 3)), (0,))
     linear = fit_linear(train_x, train_labels, n_classes)
     with torch.no_grad():
