@@ -8,6 +8,7 @@ crops the unofficial loader reads), else `<root>/Image/original/<name>`.
 Class folders: `<root>/<class>/*.jpg`, class k = k-th folder name in sorted order (ImageFolder order). FER2013 as
 laid out in ../shared/data/fer2013: `<root>/{train,validation,test}/<class>/` with the official split named by the
 file-name prefix (`Training_`, `PublicTest_`, `PrivateTest_`), checked by `read_fer2013`.
+`read_split` picks the layout of a folder; `faces_world` is the adapter to the built-in faces world.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lowlabel.data.io import list_images, read_image
+from lowlabel.data.synth.faces import EXPRESSIONS, FacesConfig, FacesDataset
 from lowlabel.errors import LowlabelError
 
 RAF_CLASSES: tuple[str, ...] = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
@@ -197,3 +199,91 @@ def load_images(paths: Sequence[Path], size: int, *, mean: Sequence[float] = IMA
             x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
         out[i] = (x - m) / s
     return out
+
+
+def layout(root: str | Path) -> str:
+    """The layout of a dataset folder: "rafdb" (EmoLabel/ list file), "fer2013" (train/ and test/ class folders with
+    the FER2013 class names), "csv" (train.csv and test.csv) or "folders" (train/ and test/ class folders)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LowlabelError(f"{root}: dataset folder not found")
+    if any((folder / name).is_file() for folder in (root / "EmoLabel", root) for name in RAF_LIST_NAMES):
+        return "rafdb"
+    if (root / "train.csv").is_file() and (root / "test.csv").is_file():
+        return "csv"
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        names = {p.name for p in (root / "train").iterdir() if p.is_dir()}
+        return "fer2013" if names == set(FER2013_CLASSES) else "folders"
+    raise LowlabelError(f"{root}: not a dataset layout FDRL reads; give a RAF-DB basic folder (EmoLabel/ and Image/), "
+                        "a folder with train.csv and test.csv (path,label rows), or one with train/<class>/ and "
+                        "test/<class>/ image folders")
+
+
+def read_split(root: str | Path, split: str) -> ExpressionSet:
+    """The `split` ("train" or "test") of a dataset folder in any layout `layout` knows (FER2013: test = the
+    PrivateTest images of `test/`, checked by their prefix)."""
+    if split not in ("train", "test"):
+        raise LowlabelError(f"split='{split}': use 'train' or 'test'")
+    root = Path(root)
+    kind = layout(root)
+    if kind == "rafdb":
+        return read_raf_basic(root, split)
+    if kind == "fer2013":
+        return read_fer2013(root, split)
+    if kind == "csv":
+        train = read_csv_labels(root / "train.csv")
+        return train if split == "train" else read_csv_labels(root / "test.csv", classes=train.classes)
+    folders = (p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
+    return read_class_folders(root / split, classes=tuple(sorted(folders)))
+
+
+def subset_per_class(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most `per_class` images of each class, drawn without replacement by a generator seeded
+    with `seed` (a fixed subset: the same for every training seed). per_class <= 0 keeps everything."""
+    if per_class <= 0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == k))[:per_class] for k in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+def load_image_bytes(paths: Sequence[Path], size: int) -> torch.Tensor:
+    """Decode image files (errors name a corrupt or missing file) to uint8 (N, 3, size, size): greyscale becomes 3
+    equal channels, the resize is bilinear with antialiasing. uint8 keeps a large set in memory (4x less than float)."""
+    if size < 1:
+        raise LowlabelError(f"size={size}: the image size must be positive")
+    out = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
+    for i, p in enumerate(paths):  # decoding is per file; the tensor work is not the hot path
+        x = torch.from_numpy(read_image(p)).permute(2, 0, 1)
+        if x.shape[1:] != (size, size):
+            x = F.interpolate(x[None].float(), size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=True)[0].round_().clamp_(0, 255).to(torch.uint8)
+        out[i] = x
+    return out
+
+
+def normalise_images(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 (N, 3, H, W) in [0, 1], standardised by `mean`/`std` (ImageNet by default)."""
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - m) / s
+
+
+def faces_world(n_identities: int, per_identity: int, *, seed: int, size: int,
+                intensity_range: Sequence[float] = (0.6, 1.0), degraded: bool = False) -> dict:
+    """The faces world as an expression dataset: images uint8 (N, 3, size, size), labels (N,) int64 (index into
+    EXPRESSIONS), identities (N,) int64, classes = EXPRESSIONS.
+
+    FDRL's adapter options: `intensity_range` (the world's default is 0.6-1.0; lower values give the fine-grained
+    deformations the paper's decomposition is for) and `degraded` (the world's SDD-FIQA degradations; off by
+    default here: with them 75% of faces are blurred, noised or occluded, often past recognising the expression,
+    while expression datasets hold mostly clean aligned faces).
+    """
+    lo, hi = (float(v) for v in intensity_range)
+    cfg = FacesConfig(size=size, intensity_range=(lo, hi), clean_fraction=0.25 if degraded else 1.0)
+    ds = FacesDataset(n_identities, per_identity, seed=seed, cfg=cfg)
+    samples = [ds.sample(i) for i in range(len(ds))]
+    images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).contiguous()
+    return {"images": images, "labels": torch.tensor([s.expression for s in samples], dtype=torch.int64),
+            "identities": torch.tensor([s.identity for s in samples], dtype=torch.int64), "classes": EXPRESSIONS}

@@ -83,3 +83,12 @@ def fdrl_loss(logits: torch.Tensor, labels: torch.Tensor, latent: torch.Tensor, 
     dist = distribution_loss(alphas, labels, class_centres)
     total = cls + lambda_c * compact + lambda_b * bal + lambda_d * dist
     return {"total": total, "cls": cls, "compactness": compact, "balance": bal, "distribution": dist}
+
+
+def centre_loss(features: torch.Tensor, labels: torch.Tensor, class_centres: torch.Tensor) -> torch.Tensor:
+    """Centre loss (Wen et al., ECCV 2016) of the "backbone + centre loss" baseline: (1/N) Σ_i ‖x_i − c_{y_i}‖²₂.
+
+    features: (N, P) pooled backbone features; labels: (N,) int64 in [0, C); class_centres: (C, P), learnable (the
+    same optimiser moves them, instead of Wen et al.'s separate α-rate update). The same form as L_D on features.
+    """
+    return distribution_loss(features, labels, class_centres)

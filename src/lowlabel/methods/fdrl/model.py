@@ -7,6 +7,9 @@ Notation: N images, P backbone feature size, M latent features (branches), D lat
   nodes j ≠ k (ω_i(j, j) = 0), f̂_ij = Σ_k ω_i(j, k) g_ik, y_ij = δ f_ij + (1 − δ) f̂_ij (the paper's form; the
   unofficial code uses δ g_ij: `skip="message"`). The paper does not pin ω: `relation_weights` names the choices.
 - EPN: logits = W_p Σ_j y_ij + b_p.
+`LinearHead` is the baselines' head (a plain linear classifier, optionally with the class centres of a centre loss);
+`FDRL` puts either head on a backbone. Heads return their loss centres with their outputs, so a training step
+reaches every parameter through the model's forward (as DistributedDataParallel needs).
 Every per-branch layer is one batched (M, out, in) weight in torch Linear layout, so branch j of this module holds
 the same numbers as an `nn.Linear` of the unofficial per-branch code would.
 """
@@ -148,13 +151,16 @@ class InterRelation(nn.Module):
 @dataclass
 class FDRLOutput:
     """What the head returns: logits (N, C); latent l (N, M, D); alphas (N, M) raw α_ij; weights (N, M) the alphas
-    normalised per image (rows sum to 1); feature (N, D) the expression feature y_i = Σ_j y_ij."""
+    normalised per image (rows sum to 1); feature (N, D) the expression feature y_i = Σ_j y_ij; the head's loss
+    centres c (M, D) and w̃ (C, M) (the parameters themselves)."""
 
     logits: torch.Tensor
     latent: torch.Tensor
     alphas: torch.Tensor
     weights: torch.Tensor
     feature: torch.Tensor
+    latent_centres: torch.Tensor | None = None
+    class_centres: torch.Tensor | None = None
 
 
 class FDRLHead(nn.Module):
@@ -163,19 +169,27 @@ class FDRLHead(nn.Module):
     `latent_centres` (M, D), the c_j of L_C, start at 0 (unofficial: randn, which a ReLU latent cannot reach in its
     negative entries); `class_centres` (C, M), the w̃_k of L_D, start at D/2, the alpha of a zero gate input
     (unofficial: randn, ~D/2 away from every alpha, which Adam at lr 1e-4 closes at ~1e-4 per step).
+    `epn_init_scale` multiplies the EPN's default-initialised weight (and zeroes its bias) when not 1: the paper does
+    not give the initialisation, and y_i = Σ_j y_ij with α_ij ≈ D/2 makes default-initialised logits ~50 at step 0.
     """
 
     def __init__(self, in_features: int, num_classes: int, *, num_latent: int = 9, latent_dim: int = 128,
-                 relation: str = "tanh_distance", delta: float = 0.5, skip: str = "intra") -> None:
+                 relation: str = "tanh_distance", delta: float = 0.5, skip: str = "intra",
+                 epn_init_scale: float = 1.0) -> None:
         super().__init__()
-        if min(in_features, num_classes, num_latent, latent_dim) < 1:
+        if min(in_features, num_classes, num_latent, latent_dim) < 1 or epn_init_scale <= 0:
             raise LowlabelError(f"FDRLHead sizes must be positive: in_features={in_features}, num_classes="
-                                f"{num_classes}, num_latent={num_latent}, latent_dim={latent_dim}")
+                                f"{num_classes}, num_latent={num_latent}, latent_dim={latent_dim}, "
+                                f"epn_init_scale={epn_init_scale}")
         self.fdn = FeatureDecomposition(in_features, num_latent=num_latent, latent_dim=latent_dim)
         self.intra = IntraRelation(num_latent=num_latent, latent_dim=latent_dim)
         self.inter = InterRelation(num_latent=num_latent, latent_dim=latent_dim, relation=relation, delta=delta,
                                    skip=skip)
         self.epn = nn.Linear(latent_dim, num_classes)
+        if epn_init_scale != 1.0:  # y_i sums M features scaled by α ≈ D/2: default-initialised logits are ~50
+            with torch.no_grad():
+                self.epn.weight.mul_(epn_init_scale)
+                self.epn.bias.zero_()
         self.latent_centres = nn.Parameter(torch.zeros(num_latent, latent_dim))
         self.class_centres = nn.Parameter(torch.full((num_classes, num_latent), latent_dim / 2.0))
 
@@ -183,21 +197,51 @@ class FDRLHead(nn.Module):
         latent = self.fdn(x)
         alphas, intra = self.intra(latent)
         feature = self.inter(intra).sum(dim=1)
-        return FDRLOutput(self.epn(feature), latent, alphas, normalise_weights(alphas), feature)
+        return FDRLOutput(self.epn(feature), latent, alphas, normalise_weights(alphas), feature,
+                          self.latent_centres, self.class_centres)
+
+
+@dataclass
+class LinearOutput:
+    """What `LinearHead` returns: logits (N, C), the pooled feature x (N, P) it classified, and the class centres
+    (C, P) of the centre loss (None without them)."""
+
+    logits: torch.Tensor
+    feature: torch.Tensor
+    class_centres: torch.Tensor | None = None
+
+
+class LinearHead(nn.Module):
+    """The baselines' head on a pooled feature x (N, P): logits = W x + b (EPN alone, no decomposition).
+
+    With `centres=True` it also owns learnable class centres (C, P), starting at 0, for the centre loss on x (Wen et
+    al., ECCV 2016) of the "backbone + centre loss" baseline; they are optimised with the network, like FDRL's.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, centres: bool = False) -> None:
+        super().__init__()
+        if min(in_features, num_classes) < 1:
+            raise LowlabelError(f"LinearHead sizes must be positive: in_features={in_features}, "
+                                f"num_classes={num_classes}")
+        self.fc = nn.Linear(in_features, num_classes)
+        self.class_centres = nn.Parameter(torch.zeros(num_classes, in_features)) if centres else None
+
+    def forward(self, x: torch.Tensor) -> LinearOutput:
+        return LinearOutput(self.fc(x), x, self.class_centres)
 
 
 class FDRL(nn.Module):
-    """A backbone followed by the FDRL head: images -> `FDRLOutput`.
+    """A backbone followed by the FDRL head (or a baseline's `LinearHead`): images -> the head's output.
 
     `backbone` maps images to a pooled (N, P) feature, or to a (N, P, H, W) map, which is globally average-pooled
-    (as the paper's ResNet-18 conv stages + GAP).
+    (as the paper's ResNet-18 conv stages + GAP). An `nn.Identity` backbone takes precomputed features (N, P).
     """
 
-    def __init__(self, backbone: nn.Module, head: FDRLHead) -> None:
+    def __init__(self, backbone: nn.Module, head: FDRLHead | LinearHead) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, images: torch.Tensor) -> FDRLOutput:
+    def forward(self, images: torch.Tensor) -> FDRLOutput | LinearOutput:
         feats = self.backbone(images)
         if feats.ndim == 4:
             feats = feats.mean(dim=(2, 3))

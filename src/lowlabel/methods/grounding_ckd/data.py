@@ -246,10 +246,11 @@ def tokenize(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
-def phrase_tensors(sentences: Sequence[Sequence[str]], embedder: object, *, max_phrases: int = MAX_PHRASES,
-                   max_tokens: int = MAX_TOKENS,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Phrases of B sentences -> word vectors (B, P, T, D) and token mask (B, P, T), P = max_phrases, T = max_tokens.
+def phrase_token_ids(sentences: Sequence[Sequence[str]], embedder: object, *, max_phrases: int = MAX_PHRASES,
+                     max_tokens: int = MAX_TOKENS,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phrases of B sentences -> word ids (B, P, T) into a vector table (V + 1, D) whose last row (V) is the zero
+    padding vector; P = max_phrases, T = max_tokens. `table[ids]` are the phrase encoder's inputs (`phrase_tensors`).
 
     `embedder` has `embed(words) -> (V, D)` (`lowlabel.nn.text.label_embedder`: "minilm" = all-MiniLM-L6-v2 input
     word-piece vectors averaged per word, the default vocabulary; "glove:PATH" the official GloVe; "random:DIM"). A word
@@ -276,9 +277,17 @@ def phrase_tensors(sentences: Sequence[Sequence[str]], embedder: object, *, max_
     for b, sentence in enumerate(kept):
         for p, words in enumerate(sentence):
             ids[b, p, : len(words)] = torch.tensor([index[w] for w in words], dtype=torch.long)
-    mask = (table.abs().sum(dim=1) > 0)[ids]
-    vectors = table[ids]
-    return vectors, mask
+    return ids, table
+
+
+def phrase_tensors(sentences: Sequence[Sequence[str]], embedder: object, *, max_phrases: int = MAX_PHRASES,
+                   max_tokens: int = MAX_TOKENS,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phrases of B sentences -> word vectors (B, P, T, D) and token mask (B, P, T) (False = padding or unknown
+    word); arguments as `phrase_token_ids`."""
+    ids, table = phrase_token_ids(sentences, embedder, max_phrases=max_phrases, max_tokens=max_tokens,
+                                  generator=generator)
+    return table[ids], (table.abs().sum(dim=1) > 0)[ids]
 
 
 def read_phrase_hdf5(path: str | Path, image: str) -> tuple[list[list[str]], np.ndarray]:

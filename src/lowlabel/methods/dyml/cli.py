@@ -1,0 +1,171 @@
+"""`lowlabel dyml ...`: per-scale retrieval metrics of your own embeddings, embeddings of your images from a
+checkpoint, and CSL against the baselines on your data over several seeds.
+
+No torch import at module level: the commands import what they need.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lowlabel.errors import LowlabelError
+
+console = Console()
+app = typer.Typer(help="DyML: one embedding for several semantic scales (metrics, embed, compare).",
+                  no_args_is_help=True)
+
+Threads = Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")]
+Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
+LEVEL_NAMES = ("fine", "middle", "coarse")
+
+
+def _threads(threads: int) -> None:
+    import torch
+
+    if threads < 0:
+        raise LowlabelError(f"--threads {threads}: must be 0 (default) or positive")
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
+    table = Table(title=title)
+    keys = list(next(iter(metrics.values())))
+    table.add_column("level")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for level, values in metrics.items():
+        table.add_row(level, *(f"{values[k]:.4f}" for k in keys))
+    return table
+
+
+def _load_array(path: Path, what: str) -> object:
+    import numpy as np
+
+    if not path.is_file():
+        raise LowlabelError(f"{path}: {what} file not found")
+    try:
+        return np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
+    except (OSError, ValueError) as err:
+        raise LowlabelError(f"{path}: not a readable .npy or comma-separated text file ({err})") from None
+
+
+@app.command()
+def metrics(
+    embeddings: Annotated[Path, typer.Argument(help="(N, D) embeddings: .npy or comma-separated text.")],
+    labels: Annotated[Path, typer.Argument(help="(N, L) integer labels, fine first: .npy or comma-separated text.")],
+    queries: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Separate query embeddings (.npy/.csv); default: every row queries the others.")] = None,
+    query_labels: Annotated[Optional[Path], typer.Option(help="Labels of --queries (Q, L).")] = None,  # noqa: UP045
+    backend: Annotated[str, typer.Option(help="torch (exact, chunked) or faiss (exact flat index).")] = "torch",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics here.")] = None,  # noqa: UP045
+    threads: Threads = 0,
+) -> None:
+    """mAP, ASI and R@1/10/20 at every label level (columns fine, middle, coarse, ...) and their mean, as DyML
+    reports them; queries with no relevant gallery item are skipped."""
+    import numpy as np
+    import torch
+
+    from lowlabel.methods.dyml.evaluation import retrieval_per_scale
+
+    _threads(threads)
+    if (queries is None) != (query_labels is None):
+        raise LowlabelError("give --queries and --query-labels together")
+    emb, lab = np.asarray(_load_array(embeddings, "embeddings")), np.asarray(_load_array(labels, "labels"))
+    if lab.ndim == 1:
+        lab = lab[:, None]
+    if emb.ndim != 2 or lab.shape[0] != emb.shape[0]:
+        raise LowlabelError(f"embeddings {emb.shape} and labels {lab.shape}: need (N, D) and (N, L) with the same N")
+    q = ql = None
+    if queries is not None:
+        q = torch.from_numpy(np.asarray(_load_array(queries, "query embeddings"), dtype=np.float32))
+        ql = torch.from_numpy(np.asarray(_load_array(query_labels, "query labels")).astype(np.int64))  # type: ignore[arg-type]
+        ql = ql[:, None] if ql.dim() == 1 else ql
+    levels = tuple(LEVEL_NAMES[i] if i < 3 else f"level{i}" for i in range(lab.shape[1]))
+    result = retrieval_per_scale(torch.from_numpy(emb.astype(np.float32)), torch.from_numpy(lab.astype(np.int64)),
+                                 query_emb=q, query_labels=ql, levels=levels, backend=backend)
+    console.print(_table(f"dyml metrics: {embeddings.name}", result))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {json_out}")
+
+
+@app.command()
+def embed(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `lowlabel train dyml`.")],
+    csv_file: Annotated[Path, typer.Argument(help="CSV of 'path, fine, middle, coarse' rows (labels: any text).")],
+    out: Annotated[Path, typer.Option(help="Where to write the (N, dim) float32 embeddings (.npy).")] = Path(
+        "embeddings.npy"),
+    config: Annotated[Optional[Path], typer.Option(help="Config (default: the run's config.yaml).")] = None,  # noqa: UP045
+    threads: Threads = 0,
+    device: Device = "auto",
+) -> None:
+    """Embed the images of a CSV with a trained model (test transform); writes .npy embeddings and, beside them,
+    <out>_labels.npy with the CSV's labels as ids per level (then `lowlabel dyml metrics` scores them)."""
+    import numpy as np
+
+    from lowlabel.engine import config as cfg_mod
+    from lowlabel.engine import runtime as rt
+    from lowlabel.engine.recipe import load_model
+    from lowlabel.methods.dyml import recipe
+    from lowlabel.methods.dyml.batches import FileImages, embed_images
+    from lowlabel.methods.dyml.data import read_hierarchy_csv
+
+    _threads(threads)
+    run_config = checkpoint.resolve().parent.parent / "config.yaml"
+    cfg = cfg_mod.load_config(recipe.Config, config or (run_config if run_config.is_file() else None))
+    runtime = rt.init(device)
+    model = load_model(recipe.build_model, cfg, checkpoint, runtime.device)
+    files = read_hierarchy_csv(csv_file)
+    d = cfg.data
+    images = FileImages(files, d.test_resize, grey=cfg.model.in_channels == 1)
+    emb = embed_images(model, images, size=d.image_size, resize=d.test_resize, mean=d.mean, std=d.std,
+                       batch_size=d.eval_batch, num_workers=d.num_workers, device=runtime.device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, emb.numpy())
+    labels_out = out.with_name(out.stem + "_labels.npy")
+    np.save(labels_out, files.labels)
+    console.print(f"wrote {out} {tuple(emb.shape)} and {labels_out}")
+
+
+@app.command()
+def compare(
+    data: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="DyML folder, hierarchy CSV or Omniglot zip(s)/folder; none: the built-in world.")] = None,
+    seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="Seeds (repeat); default 0 1 2.")] = None,  # noqa: UP045
+    losses: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--loss", help="csl, fine_only, level_sum (repeat); default all three.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the runs.")] = Path("runs/dyml_compare"),
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write per-seed and mean metrics here.")] = None,  # noqa: UP045
+    config: Annotated[Optional[Path], typer.Option(help="YAML config for every run.")] = None,  # noqa: UP045
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key a.b=c.")] = None,  # noqa: UP045
+    threads: Threads = 0,
+    device: Device = "auto",
+) -> None:
+    """Train CSL and the baselines with one config on one data set for several seeds (train.seed = seed; the
+    open-set split stays data.split_seed) and print per-level mAP and ASI, mean ± std over seeds."""
+    from lowlabel.methods.dyml.compare import compare_losses
+
+    _threads(threads)
+    result = compare_losses(data=data, seeds=tuple(seeds or (0, 1, 2)),
+                            losses=tuple(losses or ("csl", "fine_only", "level_sum")), out=out, config=config,
+                            overrides=set_ or [], device=device)
+    table = Table(title=f"dyml compare: {data or 'built-in world'}")
+    columns = [f"{lv}_{k}" for lv in ("fine", "middle", "coarse", "overall") for k in ("map", "asi")]
+    table.add_column("loss")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for loss, row in result["mean"].items():
+        table.add_row(loss, *(f"{row[c]:.3f}±{row.get(c + '_std', 0):.3f}" for c in columns))
+    console.print(table)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {json_out}")

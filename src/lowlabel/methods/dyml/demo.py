@@ -1,0 +1,127 @@
+"""DyML demo: CSL against fine-only CosFace (the ablation without the cross-scale terms) and the per-level sum of
+CosFace losses, on the shapes world (quick and full) and scikit-learn's digits (full), open-set (issue 19).
+
+Every model has the same ConvNet, embedding, sampler (16 classes x 4 images), optimiser, steps and seed; test
+fine classes are never seen in training; metrics per level leave-one-out on the test side (worlds.py for the
+hierarchies). Budget and learning rate were chosen on the tuning worlds (seeds 100, 101: docs/methods/dyml.md);
+the evaluation worlds are seeds 0, 1, 2, run once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lowlabel.engine.demo import DemoResult, mean_over_seeds
+from lowlabel.engine.recipe import OptimConfig, TrainConfig
+from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.trainer import write_json
+from lowlabel.methods.dyml import recipe
+
+MODELS: dict[str, str] = {"CSL": "csl", "fine-only CosFace": "fine_only", "per-level-sum CosFace": "level_sum"}
+SEEDS: tuple[int, ...] = (0, 1, 2)
+TUNING_SEEDS: tuple[int, ...] = (100, 101)
+WORLDS = ("shapes", "digits")
+STEPS, QUICK_STEPS = 400, 150
+LR = 0.03
+LEVELS = ("fine", "middle", "coarse")
+KEYS = ("map", "asi", "r_at_1")
+
+
+def demo_config(world: str, loss: str, seed: int, quick: bool) -> recipe.Config:
+    """ConvNet (width 16; 4 blocks on 32-px shapes, 3 on 16-px digits), 64-d embedding, batches of 16 fine classes
+    x 4, crops of 60-100% area without flips; SGD Nesterov at LR, cosine, STEPS steps (quick: QUICK_STEPS). Shapes:
+    about 30 images per fine class, 2 of the 8 colours of every shape held out; digits: 2 of the 4 styles of every
+    digit held out. The seed sets the world, the split, the initialisation and the batches."""
+    size = 32 if world == "shapes" else 16
+    return recipe.Config(
+        model=recipe.ModelConfig(backbone="convnet", width=16, conv_blocks=4 if size == 32 else 3, dim=64),
+        loss=recipe.LossConfig(name=loss),
+        data=recipe.DataConfig(m_per_class=4, classes_per_batch=16, image_size=size, test_resize=size,
+                               crop_scale=[0.6, 1.0], flip=False, holdout=0.25 if world == "shapes" else 0.5,
+                               split_seed=seed, eval_batch=512),
+        world=recipe.WorldConfig(name=world, per_class=30, size=size, seed=seed),
+        train=TrainConfig(max_steps=QUICK_STEPS if quick else STEPS, log_every=50, checkpoint_every=10**9, seed=seed),
+        optim=OptimConfig(name="sgd", lr=LR, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="cosine"))
+
+
+def _scores(test: dict[str, dict[str, float]]) -> dict[str, float]:
+    row = {f"{level}_{k}": test[level][k] for level in LEVELS for k in KEYS}
+    row.update({"overall_map": test["overall"]["map"], "overall_asi": test["overall"]["asi"]})
+    return row
+
+
+def asi_png(rows: dict[str, dict[str, float]], out: Path) -> Path:
+    """Bars of ASI per level for every model (mean over seeds, std as error bars), one panel per world."""
+    from lowlabel.report.figures import figure, save_figure
+
+    worlds = sorted({name.split(": ")[0] for name in rows}, key=lambda w: WORLDS.index(w) if w in WORLDS else 9)
+    fig, axes = figure(1, len(worlds), figsize=(5.2 * len(worlds), 3.8), squeeze=False)
+    width = 0.8 / len(MODELS)
+    for ax, world in zip(axes[0], worlds, strict=True):
+        for j, model in enumerate(MODELS):
+            row = rows.get(f"{world}: {model}")
+            if row is None:
+                continue
+            xs = [i + (j - (len(MODELS) - 1) / 2) * width for i in range(len(LEVELS))]
+            ax.bar(xs, [row[f"{lv}_asi"] for lv in LEVELS], width, yerr=[row.get(f"{lv}_asi_std", 0) for lv in LEVELS],
+                   label=model, capsize=3)
+        ax.set_xticks(range(len(LEVELS)), LEVELS)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("ASI (test, open set)")
+        ax.set_title(f"{world} world")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def figures(run_dir: Path) -> list[Path]:
+    """The PNGs of a DyML demo folder (ASI per level), made from its rows.json when missing."""
+    import json
+
+    run_dir = Path(run_dir)
+    rows_file = run_dir / "rows.json"
+    if not any(run_dir.glob("*.png")) and rows_file.is_file():
+        asi_png(json.loads(rows_file.read_text())["mean"], run_dir / "asi_per_level.png")
+    return sorted(run_dir.glob("*.png"))
+
+
+def run(*, quick: bool, out: Path, runtime: Runtime, seeds: tuple[int, ...] | None = None,
+        worlds: tuple[str, ...] | None = None) -> DemoResult:
+    """Train the three models per world and seed (quick: shapes, seed 0; full: both worlds, 3 seeds; `seeds` and
+    `worlds` override, e.g. TUNING_SEEDS). Headline: overall ASI (mean over the levels) of CSL vs fine-only
+    CosFace on the shapes world; rows "<world>: <model>" hold means over seeds with `<metric>_std`; notes give the
+    per-seed values and CSL's wins."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    seeds = tuple(seeds) if seeds is not None else ((SEEDS[0],) if quick else SEEDS)
+    worlds = tuple(worlds) if worlds is not None else (("shapes",) if quick else WORLDS)
+    runs: dict[str, list[dict[str, float]]] = {}
+    for world in worlds:
+        for seed in seeds:
+            for name, loss in MODELS.items():
+                cfg = demo_config(world, loss, seed, quick)
+                run_dir = out / world / loss / f"seed{seed}"
+                _, _, summary = recipe.train_model(cfg, data=None, run_dir=run_dir, runtime=runtime, resume=False)
+                runs.setdefault(f"{world}: {name}", []).append(_scores(summary["test"]))
+    rows = mean_over_seeds(runs)
+    write_json(out / "rows.json", {"mean": rows, "per_seed": runs, "seeds": list(seeds)})
+    asi_png(rows, out / "asi_per_level.png")
+    notes = [f"{len(seeds)} seed(s) {list(seeds)}; {QUICK_STEPS if quick else STEPS} steps of 64 images, ConvNet "
+             "width 16, 64-d; test fine classes unseen (open set), leave-one-out per level"]
+    for world in worlds:
+        csl, fine = runs[f"{world}: CSL"], runs[f"{world}: fine-only CosFace"]
+        level_sum = runs[f"{world}: per-level-sum CosFace"]
+        for key in ("fine_map", "middle_asi", "coarse_asi", "overall_asi"):
+            values = "; ".join(f"{m} " + ", ".join(f"{r[key]:.3f}" for r in rs) for m, rs in
+                               (("CSL", csl), ("fine-only", fine), ("level-sum", level_sum)))
+            notes.append(f"{world} {key} per seed: {values}")
+        wins = {key: sum(a[key] > b[key] for a, b in zip(csl, fine, strict=True))
+                for key in ("middle_asi", "coarse_asi")}
+        drops = [b["fine_map"] - a["fine_map"] for a, b in zip(csl, fine, strict=True)]
+        notes.append(f"{world}: CSL above fine-only in middle ASI {wins['middle_asi']}/{len(seeds)}, coarse ASI "
+                     f"{wins['coarse_asi']}/{len(seeds)} seeds; fine mAP drop vs fine-only (points) "
+                     + ", ".join(f"{100 * d:+.1f}" for d in drops))
+    return DemoResult(slug="dyml", metric="overall_asi", method=f"{worlds[0]}: CSL",
+                      baseline=f"{worlds[0]}: fine-only CosFace", rows=rows, notes=notes,
+                      seconds=time.perf_counter() - t0)
