@@ -12,14 +12,18 @@ import contextlib
 import io
 import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lowlabel.data.io import read_image
 from lowlabel.errors import LowlabelError
+
+if TYPE_CHECKING:
+    import torch
 
 # torchvision's IMG_EXTENSIONS (ImageFolder), compared case-insensitively
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -291,3 +295,82 @@ def load_images(images: ImageSet, indices: Sequence[int] | np.ndarray | None = N
             image = resize_short(image, short_side) if short_side else image
             out.append(center_crop(image, crop) if crop else image)
     return out
+
+
+def image_tensor(images: ImageSet, side: int, indices: Sequence[int] | np.ndarray | None = None) -> torch.Tensor:
+    """Decoded images as one uint8 (N, 3, side, side) tensor: short side -> `side`, then the centre square.
+
+    The official code decodes every image into RAM and crops at each step; keeping the resized centre square is the
+    same for square images (CUB/Indoor: a random crop of a non-square image can reach its border, here it cannot).
+    """
+    import torch
+
+    arrays = load_images(images, indices, short_side=side, crop=side)
+    if not arrays:
+        raise LowlabelError("no images to load")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def shapes_images(n: int, *, seed: int, domain: str, size: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` one-object scenes of the shapes world (`domain` 'source' or 'target', `size` px rendered), resized to
+    `side` px: uint8 (n, 3, side, side) and the shape class (n,) int64 (9 classes)."""
+    import torch
+    import torch.nn.functional as F
+
+    from lowlabel.data.synth.shapes import ShapesConfig, generate_scene
+
+    cfg = ShapesConfig(size=size, domain=domain, single_object=True, n_captions=1)
+    scenes = [generate_scene(np.random.default_rng([seed, i]), cfg) for i in range(n)]
+    x = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).contiguous()
+    if side != size:
+        x = F.interpolate(x.float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return x, torch.tensor([s.objects[0].shape for s in scenes], dtype=torch.int64)
+
+
+def held_out_split(labels: np.ndarray, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed per-class held-out set (Omniglot: the last `per_class` drawings of each character, in file order).
+    Returns (train, test) index arrays; a class with no more than `per_class` images is an error."""
+    labels = np.asarray(labels)
+    test = []
+    for c in range(int(labels.max()) + 1):
+        members = np.flatnonzero(labels == c)
+        if len(members) <= per_class:
+            raise LowlabelError(f"class {c} has {len(members)} image(s); holding out {per_class} leaves none to train")
+        test.append(members[-per_class:])
+    held = np.concatenate(test)
+    return np.setdiff1d(np.arange(len(labels)), held), np.sort(held)
+
+
+class TwoStreams:
+    """ACR's batch source: per step `labelled_bs` labelled and `unlabelled_bs` unlabelled images (uint8) with the
+    labels of the labelled ones. Each stream is the official `RandomSampler(replacement=True)`: an endless chain of
+    fresh permutations (every image once per pass); an epoch is `steps_per_epoch` steps (official 100). The order
+    depends only on (seed, stream, pass): resumable. Yields (x_l (Bl, 3, R, R), y_l (Bl,), x_u (Bu, 3, R, R))."""
+
+    def __init__(self, labelled: torch.Tensor, labels: torch.Tensor, unlabelled: torch.Tensor, *, labelled_bs: int,
+                 unlabelled_bs: int, steps_per_epoch: int = 100, seed: int = 0) -> None:
+        if not len(labelled) or not len(unlabelled):
+            raise LowlabelError(f"{len(labelled)} labelled and {len(unlabelled)} unlabelled images: need both")
+        if labelled_bs < 1 or unlabelled_bs < 1 or steps_per_epoch < 1:
+            raise LowlabelError("labelled_bs, unlabelled_bs and steps_per_epoch must be at least 1")
+        self.labelled, self.labels, self.unlabelled = labelled, labels, unlabelled
+        self.labelled_bs, self.unlabelled_bs, self.seed = labelled_bs, unlabelled_bs, seed
+        self.steps_per_epoch = steps_per_epoch
+
+    def _order(self, stream: int, n: int, batch: int, epoch: int) -> np.ndarray:
+        need = self.steps_per_epoch * batch
+        first, offset = divmod(epoch * need, n)
+        perms = [np.random.default_rng([self.seed, stream, c]).permutation(n)
+                 for c in range(first, first + (offset + need) // n + 1)]
+        return np.concatenate(perms)[offset : offset + need]
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        import torch
+
+        lab = torch.from_numpy(self._order(0, len(self.labelled), self.labelled_bs, epoch))
+        unl = torch.from_numpy(self._order(1, len(self.unlabelled), self.unlabelled_bs, epoch))
+        for b in range(start, self.steps_per_epoch):
+            il = lab[b * self.labelled_bs : (b + 1) * self.labelled_bs]
+            iu = unl[b * self.unlabelled_bs : (b + 1) * self.unlabelled_bs]
+            yield self.labelled[il], self.labels[il], self.unlabelled[iu]

@@ -272,3 +272,69 @@ def load_source(path: str | Path, *, prefix: str | None = None) -> SourceModel:
                             "logits: give the checkpoint with its head, or set the AKC weight to 0")
     return SourceModel(backbone=backbone, head=head)
 
+
+
+def mobilenet_from_state(state: Mapping[str, Tensor], *, source: str = "state dict",
+                         prefix: str | None = None) -> tuple[nn.Module, nn.Linear | None]:
+    """A lowlabel MobileNetV2 (width 1.0) from torchvision-format keys (`features.*`, `classifier.1.*`), and its
+    classifier as a plain Linear when present (the dropout before it does nothing in the frozen source model)."""
+    from lowlabel.nn.mobilenet import MobileNetV2
+
+    keys = list(state)
+    p = find_prefix(keys, ("features.0.0.weight", "features.1.conv.0.0.weight"), source, prefix)
+    sub = {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+    net = MobileNetV2(num_classes=0)
+    missing, unexpected = net.load_state_dict({k: v for k, v in sub.items() if k.startswith("features.")},
+                                              strict=False)
+    if missing or unexpected:
+        raise LowlabelError(f"{source}: keys do not match a width-1.0 MobileNetV2: missing {missing[:5]}, "
+                            f"unexpected {unexpected[:5]}")
+    head = None
+    if "classifier.1.weight" in sub:
+        weight = sub["classifier.1.weight"]
+        head = nn.Linear(weight.shape[1], weight.shape[0])
+        head.load_state_dict({"weight": weight, "bias": sub["classifier.1.bias"]})
+    return net, head
+
+
+def backbone_from_state(state: Mapping[str, Tensor], *, source: str = "state dict",
+                        prefix: str | None = None) -> tuple[nn.Module, nn.Linear | None]:
+    """A ResNet or MobileNetV2 backbone (chosen by the keys) and its classifier (None when the file has none)."""
+    if any(k.endswith("features.0.0.weight") for k in state):
+        return mobilenet_from_state(state, source=source, prefix=prefix)
+    return resnet_from_state(state, source=source, prefix=prefix)
+
+
+class ACRNet(nn.Module):
+    """Everything one ACR run trains or keeps: the student (`TargetClassifier`), the frozen `SourceModel` (AKC; None
+    without AKC), the `EmaTeacher` (None without one) and the ARC `FeatureTables` (None without ARC).
+
+    `forward(x, mixed=None)` is the one call that needs gradients (so DDP sees it): the student on x -> (layer4 map
+    (B, C, h, w), logits (B, K)), and, for ICT, its logits on the mixed images with BatchNorm running statistics
+    left untouched (official `update_batch_stats(False)`), else None. `predictor` is the network that is evaluated:
+    the EMA teacher when there is one, else the student (spec: Inference).
+    """
+
+    def __init__(self, *, student: TargetClassifier, source: SourceModel | None = None, teacher: bool = False,
+                 average_buffers: bool = False, ema_factor: float = EMA_FACTOR, table_size: int = 0) -> None:
+        super().__init__()
+        self.student, self.source = student, source
+        self.teacher = (EmaTeacher(student, factor=ema_factor, average_buffers=average_buffers) if teacher
+                        else None)
+        self.tables = FeatureTables(dim=student.fc.in_features, size=table_size) if table_size > 0 else None
+
+    def forward(self, x: Tensor, mixed: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        fmap, logits = self.student(x)
+        mixed_logits = None
+        if mixed is not None:
+            with bn_stats_frozen(self.student):
+                mixed_logits = self.student(mixed)[1]
+        return fmap, logits, mixed_logits
+
+    @property
+    def predictor(self) -> nn.Module:
+        return self.teacher.module if self.teacher is not None else self.student
+
+    def classify(self, x: Tensor) -> Tensor:
+        """Logits (B, K) of `predictor` (the caller sets eval mode)."""
+        return self.predictor(x)[1]

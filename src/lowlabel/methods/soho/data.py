@@ -319,3 +319,105 @@ def pad_batch(images: Sequence[torch.Tensor], divisor: int = 32) -> tuple[torch.
     for i, im in enumerate(images):
         valid[i, : im.shape[1], : im.shape[2]] = True
     return batch, valid
+
+
+# ------------------------------------------------------------------------------------------------ batching
+WORDPIECE_VOCAB = 30522  # bert-base-uncased / all-MiniLM-L6-v2
+WORDPIECE_SPECIAL = {"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103}
+
+
+def prepare_image(image: np.ndarray | torch.Tensor, scale: Sequence[int]) -> torch.Tensor:
+    """uint8 RGB (H, W, 3) array or (3, H, W) uint8 tensor -> (3, h, w) float32, keep-ratio resized into `scale`
+    (long side <= max(scale), short side <= min(scale); bilinear, antialiased) and ImageNet-normalised, as the
+    official pipeline (RGB mean/std) before padding."""
+    from lowlabel.nn.imagenet import imagenet_normalize
+
+    t = torch.as_tensor(image)
+    if t.ndim == 3 and t.shape[-1] == 3 and t.shape[0] != 3:
+        t = t.permute(2, 0, 1)
+    if t.ndim != 3 or t.shape[0] != 3:
+        raise LowlabelError(f"expected an RGB image (H, W, 3) or (3, H, W), got shape {tuple(t.shape)}")
+    x = t.float().div(255.0) if t.dtype == torch.uint8 else t.float()
+    h, w = rescale_size(x.shape[1], x.shape[2], (int(scale[0]), int(scale[1])))
+    if (h, w) != tuple(x.shape[1:]):
+        x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+    return imagenet_normalize(x)
+
+
+@dataclass
+class PairCorpus:
+    """Image-caption data ready for batching: `images` (list of (3, h, w) normalised tensors), and samples = one
+    image with a group of `group` captions: `sample_image` (S,) long, `input_ids` / `attention` (S, group, L) long."""
+
+    images: list[torch.Tensor]
+    sample_image: torch.Tensor
+    input_ids: torch.Tensor
+    attention: torch.Tensor
+
+    @property
+    def group(self) -> int:
+        return self.input_ids.shape[1]
+
+
+def build_corpus(images: Sequence[torch.Tensor], captions: Sequence[Sequence[str]], tokenizer: WordPieceTokenizer,
+                 *, group: int = 4, seed: int = 0) -> PairCorpus:
+    """Samples of (image, `group` captions) as the official grouping (`group_captions`; top-ups drawn with a numpy
+    generator seeded by `seed`); captions tokenised once."""
+    if len(images) != len(captions) or not images:
+        raise LowlabelError(f"{len(images)} images for {len(captions)} caption lists; need one list per image")
+    rng = np.random.default_rng(seed)
+    owner, texts = [], []
+    for i, caps in enumerate(captions):
+        for chunk in group_captions(list(caps), group, rng):
+            owner.append(i)
+            texts += chunk
+    ids, mask = tokenizer(texts)
+    s = len(owner)
+    return PairCorpus(list(images), torch.tensor(owner), ids.view(s, group, -1), mask.view(s, group, -1))
+
+
+class PairBatches:
+    """Pre-training batches: `images_per_batch` samples per step, each image once with its caption group.
+
+    Yields dicts: images (N, 3, H, W) zero-padded to a multiple of `size_divisor`, pixel_valid (N, H, W) bool,
+    input_ids / attention (N·G, L), image_index (N·G,) the batch image of each caption, caption_image (N·G,) the
+    corpus image of each caption (ITM negatives need another image). Order: a permutation per (seed, epoch); under
+    DDP each rank takes its share; the last partial batch is dropped.
+    """
+
+    def __init__(self, corpus: PairCorpus, images_per_batch: int, *, seed: int = 0, size_divisor: int = 32,
+                 rank: int = 0, world_size: int = 1) -> None:
+        n = corpus.sample_image.shape[0] // world_size
+        if n < images_per_batch:
+            raise LowlabelError(f"{corpus.sample_image.shape[0]} image-caption groups give less than one batch of "
+                                f"{images_per_batch} images per rank; lower data.images_per_batch or add data")
+        self.corpus, self.batch, self.seed, self.divisor = corpus, images_per_batch, seed, size_divisor
+        self.rank, self.per_rank = rank, n
+        self.steps_per_epoch = n // images_per_batch
+
+    def collate(self, samples: torch.Tensor) -> dict[str, torch.Tensor]:
+        c = self.corpus
+        owners = c.sample_image[samples]
+        images, valid = pad_batch([c.images[int(i)] for i in owners], self.divisor)
+        g = c.group
+        return {"images": images, "pixel_valid": valid, "input_ids": c.input_ids[samples].flatten(0, 1),
+                "attention": c.attention[samples].flatten(0, 1),
+                "image_index": torch.arange(len(samples)).repeat_interleave(g),
+                "caption_image": owners.repeat_interleave(g)}
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterable[dict[str, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.corpus.sample_image.shape[0], generator=gen)
+        mine = order[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
+        for b in range(start, self.steps_per_epoch):
+            yield self.collate(mine[b * self.batch : (b + 1) * self.batch])
+
+
+def read_pairs(path: str | Path, image_dir: str | Path | None = None) -> list[CaptionedImage]:
+    """Image-caption pairs from a COCO captions JSON (`.json`) or a CSV of (image path, caption) (`.csv`)."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return read_caption_csv(path)
+    if path.suffix.lower() == ".json":
+        return read_coco_captions(path, image_dir)
+    raise LowlabelError(f"{path}: give a COCO captions .json or a .csv of (image path, caption)")

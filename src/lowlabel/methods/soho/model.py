@@ -176,7 +176,8 @@ class TransformerLayer(nn.Module):
 @dataclass
 class SOHOOutput:
     """text (B, L, d) and visual (B, T, d) fused outputs; itm_logits (B, 2); visual_valid (B, T) bool;
-    mvm_labels (B, T) long; indices (B, T) dictionary index per visual token (None without a dictionary)."""
+    mvm_labels (B, T) long; indices (B, T) dictionary index per visual token (None without a dictionary);
+    mlm_logits (M, vocab) at the M text positions whose `mlm_labels` given to forward are not -100 (else None)."""
 
     text: Tensor
     visual: Tensor
@@ -184,6 +185,7 @@ class SOHOOutput:
     visual_valid: Tensor
     mvm_labels: Tensor
     indices: Tensor | None
+    mlm_logits: Tensor | None = None
 
 
 def resnet_backbone(arch: str = "resnet18", *, width: int = 64, small_stem: bool = False) -> ResNet:
@@ -198,12 +200,20 @@ def resnet_frozen(stages: int) -> tuple[str, ...]:
     return (("conv1", "bn1") if stages >= 1 else ()) + tuple(f"layer{i}" for i in range(1, min(stages, 4) + 1))
 
 
+def mobilenet_frozen(stages: int) -> tuple[str, ...]:
+    """MobileNetV2 blocks frozen by the analogue of `frozen_stages`: stage s ends at stride 2^(s+1), so 1 freezes
+    `features.0`-`features.3` (stride 4, as ResNet's stem + layer1), 4 everything up to stride 32."""
+    ends = (3, 6, 13, 18)  # last block at strides 4, 8, 16, 32 (lowlabel.nn.mobilenet.STAGE_ENDS)
+    return tuple(f"features.{i}" for i in range(ends[min(stages, 4) - 1] + 1)) if stages >= 1 else ()
+
+
 class SOHO(nn.Module):
     """The pre-training model (official `SOHOSingleStreamPre` with `VLBertModel` and `MLM_MVM_ITM_head`).
 
     backbone: any module with `forward_features(images) -> (N, backbone_channels, h, w)`; `frozen` names its
-    children to freeze (no gradient, BN kept in eval mode). Official: ResNet-18, frozen stem + layer1, hidden 768,
-    3 layers, 12 heads, FFN 3072, 2048 codes, decay 0.4, MVM probability 0.015.
+    submodules to freeze (dotted names such as "features.0"; no gradient, BN kept in eval mode).
+    Official: ResNet-18, frozen stem + layer1, hidden 768, 3 layers, 12 heads, FFN 3072, 2048 codes, decay 0.4,
+    MVM probability 0.015.
     Weights: Transformer Linear/Embedding N(0, 0.02), biases 0, LN 1/0 (official init without a checkpoint);
     ITM Kaiming-normal; the MLM decoder is the word-embedding matrix (no bias).
     """
@@ -217,7 +227,7 @@ class SOHO(nn.Module):
         self.backbone = backbone
         self.frozen = tuple(frozen)
         for name in self.frozen:
-            getattr(self.backbone, name).requires_grad_(False)
+            self.backbone.get_submodule(name).requires_grad_(False)
         self.neck = VisualNeck(in_channels=backbone_channels, dim=hidden, num_codes=num_codes, decay=decay,
                                mask_prob=mask_prob, use_dictionary=use_dictionary, pool=pool, generator=generator)
         self.text = TextEmbeddings(vocab_size=vocab_size, dim=hidden, max_positions=max_positions, dropout=dropout,
@@ -236,7 +246,7 @@ class SOHO(nn.Module):
     def train(self, mode: bool = True) -> SOHO:
         super().train(mode)
         for name in self.frozen:
-            getattr(self.backbone, name).eval()
+            self.backbone.get_submodule(name).eval()
         return self
 
     def mlm_logits(self, hidden: Tensor) -> Tensor:
@@ -244,13 +254,14 @@ class SOHO(nn.Module):
         return F.linear(hidden, self.text.word.weight)
 
     def fuse(self, features: Tensor, input_ids: Tensor, attention_mask: Tensor, *, image_index: Tensor | None = None,
-             pixel_valid: Tensor | None = None, mvm: bool | None = None, generator: torch.Generator | None = None
-             ) -> SOHOOutput:
+             pixel_valid: Tensor | None = None, mvm: bool | None = None, generator: torch.Generator | None = None,
+             mlm_labels: Tensor | None = None) -> SOHOOutput:
         """C5 features (N, C, h, w) of N images + B captions (input_ids, attention_mask: (B, L)) -> SOHOOutput.
 
         image_index (B,) picks each caption's image (default: caption b goes with image b); the features are
         repeated before the neck, as officially (the dictionary and BN see the copies). `mvm`: mask visual words
-        (default: in training mode); `generator` drives that masking.
+        (default: in training mode); `generator` drives that masking. `mlm_labels` (B, L): the MLM decoder runs on
+        the positions that are not -100 (inside forward, so that DDP sees the tied decoder's gradient).
         """
         if image_index is not None:
             features = features[image_index]
@@ -264,15 +275,17 @@ class SOHO(nn.Module):
         for layer in self.layers:
             x = layer(x, bias)
         length = input_ids.shape[1]
-        return SOHOOutput(x[:, :length], x[:, length:], self.itm_head(x[:, 0]), neck.valid, neck.mvm_labels,
-                          neck.indices)
+        text = x[:, :length]
+        mlm = None if mlm_labels is None else self.mlm_logits(text[mlm_labels != IGNORE])
+        return SOHOOutput(text, x[:, length:], self.itm_head(x[:, 0]), neck.valid, neck.mvm_labels, neck.indices,
+                          mlm)
 
     def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor, *,
                 image_index: Tensor | None = None, pixel_valid: Tensor | None = None, mvm: bool | None = None,
-                generator: torch.Generator | None = None) -> SOHOOutput:
+                generator: torch.Generator | None = None, mlm_labels: Tensor | None = None) -> SOHOOutput:
         """images (N, 3, H, W) (padded; `pixel_valid` (N, H, W) marks real pixels) + captions -> SOHOOutput."""
         return self.fuse(self.backbone.forward_features(images), input_ids, attention_mask, image_index=image_index,
-                         pixel_valid=pixel_valid, mvm=mvm, generator=generator)
+                         pixel_valid=pixel_valid, mvm=mvm, generator=generator, mlm_labels=mlm_labels)
 
 
 class VQAHead(nn.Module):
@@ -288,6 +301,22 @@ class VQAHead(nn.Module):
     def forward(self, fused_text: Tensor) -> Tensor:
         """(B, L, d) fused text outputs -> (B, A) answer logits."""
         return self.mlp(fused_text[:, 0])
+
+
+class SOHOForVQA(nn.Module):
+    """The VQA model: a SOHO encoder (officially with the `SimpleVDforVQA` neck: no dictionary, gate or masking)
+    and a VQAHead on its output 0. forward(images, question ids, mask, image_index=, pixel_valid=) -> (B, A)."""
+
+    def __init__(self, encoder: SOHO, *, num_answers: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = VQAHead(hidden=encoder.itm_head.in_features, num_answers=num_answers, generator=generator)
+
+    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor, *,
+                image_index: Tensor | None = None, pixel_valid: Tensor | None = None) -> Tensor:
+        out = self.encoder(images, input_ids, attention_mask, image_index=image_index, pixel_valid=pixel_valid,
+                           mvm=False)
+        return self.head(out.text)
 
 
 _LAYER_KEYS = {"attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
