@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lowlabel import extras, registry
+from lowlabel.commands import ConfigFile, Device, Force, Out, Resume, SetOption, Threads
 from lowlabel.errors import LowlabelError
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ app = typer.Typer(
 data_app = typer.Typer(help="Synthetic worlds with exact ground truth.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set a.b=c (repeat).")]  # noqa: UP045
 
 
 @app.command("list")
@@ -93,7 +92,7 @@ def demo(
     for m in methods:
         extras.check(m.extras, f"the {m.slug} demo")
     from lowlabel.engine import runtime as rt
-    from lowlabel.engine.trainer import write_json
+    from lowlabel.files import write_json
     from lowlabel.report.html import demo_report
 
     runtime = rt.init(device)
@@ -129,40 +128,31 @@ def report(
 @app.command()
 def train(
     slug: Annotated[str, typer.Argument(help="Method slug (see `lowlabel list`).")],
-    config: Annotated[Optional[Path], typer.Option(help="YAML config file.")] = None,  # noqa: UP045
+    config: ConfigFile = None,
     set_: SetOption = None,
     data: Annotated[Optional[Path], typer.Option(help="Dataset path in the official format.")] = None,  # noqa: UP045
-    out: Annotated[Path, typer.Option(help="Root folder of runs, or the run folder with --resume.")] = Path("runs"),
-    resume: Annotated[bool, typer.Option(help="Continue the newest checkpoint of a run folder.")] = False,
+    out: Out = Path("runs"),
+    resume: Resume = None,
+    force: Force = False,
+    threads: Threads = 0,
     device: Device = "auto",
 ) -> None:
-    """Train a method; the run folder gets config.yaml, metrics.jsonl, checkpoints/ and summary.json."""
+    """Train a method; the run folder gets run.json, config.yaml, metrics.jsonl, checkpoints/ and summary.json."""
     method = registry.get(slug)
     recipe = method.recipe()
     extras.check(method.extras, f"training {slug}")
-    from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import rundir
     from lowlabel.engine import runtime as rt
-    from lowlabel.engine.trainer import write_json
 
-    if resume:
-        run_dir = rundir.resume_dir(out, slug)
-        cfg = cfg_mod.load_config(recipe.Config, config or run_dir / "config.yaml", set_ or [])
-    else:
-        cfg = cfg_mod.load_config(recipe.Config, config, set_ or [])
-    runtime = rt.init(device, seed=cfg.train.seed)
-    if not resume:
-        run_dir = rundir.new_run_dir(out, slug)
-    if runtime.is_main:
-        cfg_mod.save_config(cfg, run_dir / "config.yaml")
-        if not resume:
-            write_json(run_dir / "run.json", {"slug": method.slug, "data": str(data.resolve()) if data else None})
+    cfg, run, runtime = rundir.open_run(recipe.Config, method.slug, out=out, data=data, resume=resume, force=force,
+                                        config=config, overrides=set_ or [], device=device, threads=threads)
     try:
-        summary = recipe.train(cfg, data=data, run_dir=run_dir, runtime=runtime, resume=resume)
+        with rundir.removed_on_error(run):
+            summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
     finally:
         rt.shutdown()
     if runtime.is_main:
-        console.print(f"run folder: {run_dir}")
+        console.print(f"run folder: {run.dir}")
         console.print_json(json.dumps(summary, default=str))
 
 

@@ -21,7 +21,8 @@ from lowlabel.cli import app
 from lowlabel.engine.batches import TensorBatches
 from lowlabel.engine.config import save_config
 from lowlabel.engine.recipe import OptimConfig, TrainConfig
-from lowlabel.engine.trainer import Trainer, write_json
+from lowlabel.engine.trainer import Trainer
+from lowlabel.files import write_json
 from lowlabel.report.figures import figure, save_figure
 from lowlabel.report.html import run_report
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
@@ -15,21 +14,16 @@ import numpy as np
 import torch
 
 from lowlabel.errors import LowlabelError
+from lowlabel.files import atomic_path
 
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """torch.save to a temporary file beside `path`, then rename: a kill never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
@@ -131,13 +125,8 @@ def export_weights(state_dict: Mapping[str, torch.Tensor], path: str | Path) -> 
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, str(tmp))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
     return atomic_save(tensors, path)
 

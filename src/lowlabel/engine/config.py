@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_text
 
 T = TypeVar("T")
 
@@ -94,9 +95,4 @@ def to_yaml(config: Any) -> str:
 
 def save_config(config: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_yaml(config))
-    tmp.replace(path)
-    return path
+    return write_text(path, to_yaml(config))

@@ -95,6 +95,14 @@ def init(device: str = "auto", seed: int = 0, deterministic: bool = False) -> Ru
     return Runtime(device=chosen, rank=rank, world_size=world_size, local_rank=local_rank)
 
 
+def set_threads(threads: int) -> None:
+    """torch's CPU thread count (`--threads`); 0 keeps torch's default."""
+    if threads < 0:
+        raise LowlabelError(f"--threads {threads}: must be 0 (torch's default) or positive")
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def shutdown() -> None:
     """Leave the process group if this process joined one."""
     if dist.is_available() and dist.is_initialized():

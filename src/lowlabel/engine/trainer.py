@@ -20,6 +20,7 @@ from lowlabel.engine.batches import BatchSource
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, build_optimizer, build_scheduler
 from lowlabel.engine.runtime import Runtime, barrier, seed_everything
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_json
 
 Losses = Mapping[str, torch.Tensor]
 StepFn = Callable[[nn.Module, Any, int], "Losses | tuple[Losses, Any]"]
@@ -231,14 +232,6 @@ class Trainer:
         if log is not None:
             log.record({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
         return metrics
-
-
-def write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
 
 
 class _Log:

@@ -6,9 +6,10 @@ by the file suffix at save time) atomically. Library code plots only through the
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from lowlabel.files import atomic_path
 
 
 def figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.4, 4.8), squeeze: bool = True,
@@ -23,12 +24,6 @@ def figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.
 
 def save_figure(fig: Any, out: str | Path, dpi: int = 100, **savefig_kwargs: Any) -> Path:
     """Save `fig` to `out` (parent folders created; a temporary file renamed into place) and return the path."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
-    try:
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=dpi, **savefig_kwargs)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return Path(out)

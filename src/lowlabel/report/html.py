@@ -16,6 +16,7 @@ from typing import Any
 
 from lowlabel import registry
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_text
 from lowlabel.report import plots
 from lowlabel.report.runs import Run, config_diff, mean_and_spread, read_run, seeds_of_one_setting
 
@@ -71,12 +72,7 @@ def render(title: str, subtitle: str, sections: Sequence[Section], out: str | Pa
     env = jinja2.Environment(loader=jinja2.PackageLoader("lowlabel.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
     html = env.get_template("report.html.j2").render(title=title, subtitle=subtitle, sections=sections)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_text(out, html)
 
 
 def _final_table(runs: Sequence[Run]) -> Table:

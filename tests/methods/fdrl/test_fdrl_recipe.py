@@ -154,7 +154,7 @@ def test_cli_train_eval_predict(tmp_path: Path) -> None:
 def test_cli_errors(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["train", "--data", str(tmp_path / "nowhere"), "--device", "cpu"])
-    assert isinstance(result.exception, LowlabelError) and "not found" in str(result.exception)
+    assert isinstance(result.exception, LowlabelError) and "does not exist" in str(result.exception)
     result = runner.invoke(app, ["train", "--backbone", "vgg", "--device", "cpu"])
     assert isinstance(result.exception, LowlabelError) and "backbone" in str(result.exception)
     result = runner.invoke(app, ["predict", str(tmp_path / "missing.pt"), str(tmp_path / "x.png")])

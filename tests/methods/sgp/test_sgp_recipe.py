@@ -196,7 +196,7 @@ def test_cli_error_paths(tmp_path: Path) -> None:
                                  str(tmp_path / "pose.txt")])
     assert isinstance(result.exception, LowlabelError) and "4x4" in str(result.exception)
     result = runner.invoke(app, ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "runs")])
-    assert isinstance(result.exception, LowlabelError) and "not found" in str(result.exception)
+    assert isinstance(result.exception, LowlabelError) and "does not exist" in str(result.exception)
     result = runner.invoke(app, ["train", "--threads", "-1"])
     assert isinstance(result.exception, LowlabelError)
 

@@ -11,24 +11,12 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from lowlabel.commands import ConfigFile, Device, Force, Out, Resume, SetOption, Threads, set_threads
 from lowlabel.errors import LowlabelError
 
 console = Console()
 app = typer.Typer(help="ACR: semi-supervised transfer learning with AKC and ARC (train, eval, predict).",
                   no_args_is_help=True)
-
-Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
-Threads = Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")]
-ConfigFile = Annotated[Optional[Path], typer.Option(help="YAML config file.")]  # noqa: UP045
-
-
-def _threads(threads: int) -> None:
-    import torch
-
-    if threads < 0:
-        raise LowlabelError(f"--threads {threads}: must be 0 (default) or positive")
-    if threads:
-        torch.set_num_threads(threads)
 
 
 @app.command()
@@ -54,37 +42,31 @@ def train(
         help="Crop size; images are resized to size*256/224 first [config: image_size, 224].")] = None,
     iterations: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Training steps [config: train.max_steps, 10000].")] = None,
-    out: Annotated[Path, typer.Option(help="Root folder of runs.")] = Path("runs"),
+    out: Out = Path("runs"),
     config: ConfigFile = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key a.b=c.")] = None,  # noqa: UP045
-    resume: Annotated[Optional[Path], typer.Option(help="Run folder to continue.")] = None,  # noqa: UP045
+    set_: SetOption = None,
+    resume: Resume = None,
+    force: Force = False,
     threads: Threads = 0,
     device: Device = "auto",
 ) -> None:
     """Fine-tune a source model on few labelled + many unlabelled images; prints the run folder and test accuracy."""
     import json
 
-    from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import rundir
-    from lowlabel.engine import runtime as rt
     from lowlabel.methods.acr import recipe
 
-    _threads(threads)
-    if resume is not None:
-        cfg = cfg_mod.load_config(recipe.Config, resume / "config.yaml", set_ or [])
-    else:
-        resize = None if image_size is None else round(image_size * 256 / 224)
-        options = {"dataset": dataset, "source": source, "labelled_per_class": labelled_per_class,
-                   "labelled_list": None if labelled_list is None else str(labelled_list), "ssl": ssl,
-                   "lambda_akc": lambda_akc, "lambda_arc": lambda_arc, "image_size": image_size, "resize": resize,
-                   "train.max_steps": iterations}
-        cfg = cfg_mod.load_config(recipe.Config, config, set_ or [], options=options)
-    recipe.check(cfg)
-    runtime = rt.init(device, seed=cfg.train.seed)
-    run_dir = resume if resume is not None else rundir.new_run_dir(out, "acr")
-    cfg_mod.save_config(cfg, run_dir / "config.yaml")
-    summary = recipe.train(cfg, data=data, run_dir=run_dir, runtime=runtime, resume=resume is not None)
-    console.print(f"run folder: {run_dir}")
+    resize = None if image_size is None else round(image_size * 256 / 224)
+    options = {"dataset": dataset, "source": source, "labelled_per_class": labelled_per_class,
+               "labelled_list": None if labelled_list is None else str(labelled_list), "ssl": ssl,
+               "lambda_akc": lambda_akc, "lambda_arc": lambda_arc, "image_size": image_size, "resize": resize,
+               "train.max_steps": iterations}
+    cfg, run, runtime = rundir.open_run(recipe.Config, "acr", out=out, data=data, resume=resume, force=force,
+                                        config=config, overrides=set_ or [], options=options, device=device,
+                                        threads=threads, check=recipe.check)
+    with rundir.removed_on_error(run):
+        summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
+    console.print(f"run folder: {run.dir}")
     console.print_json(json.dumps({k: v for k, v in summary.items() if k != "config"}, default=str))
 
 
@@ -119,7 +101,7 @@ def evaluate(
     from lowlabel.engine import runtime as rt
     from lowlabel.methods.acr import recipe
 
-    _threads(threads)
+    set_threads(threads)
     cfg = _run_config(run)
     metrics = recipe.evaluate(cfg, checkpoint=_checkpoint(run), data=data, runtime=rt.init(device))
     console.print(f"accuracy {metrics['accuracy']:.4f}")
@@ -146,7 +128,7 @@ def predict(
     from lowlabel.methods.acr import augment, recipe
     from lowlabel.methods.acr.data import center_crop, resize_short
 
-    _threads(threads)
+    set_threads(threads)
     if not images:
         raise LowlabelError("give at least one image file")
     cfg = _run_config(run)

@@ -18,7 +18,7 @@ from pathlib import Path
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
 from lowlabel.engine.recipe import TrainConfig
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import write_json
+from lowlabel.files import write_json
 from lowlabel.methods.acr import recipe, source
 from lowlabel.report.figures import figure, save_figure
 

@@ -24,8 +24,9 @@ from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.recipe import lr_factor as engine_lr_factor
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import Trainer, unwrap, write_json
+from lowlabel.engine.trainer import Trainer, unwrap
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_json
 from lowlabel.methods.acr import augment, losses, source
 from lowlabel.methods.acr import data as acr_data
 from lowlabel.methods.acr.model import ACRNet, SourceModel, TargetClassifier

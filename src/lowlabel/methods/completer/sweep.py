@@ -10,7 +10,7 @@ from typing import Any
 
 from lowlabel.engine.demo import mean_over_seeds
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import write_json
+from lowlabel.files import write_json
 from lowlabel.methods.completer.data import load_mat
 from lowlabel.methods.completer.plots import plot_latents, plot_sweep
 from lowlabel.methods.completer.recipe import Config, run_once

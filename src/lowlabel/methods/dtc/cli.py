@@ -12,13 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lowlabel.commands import ConfigFile, Device, Force, Out, Resume, SetOption, Threads, set_threads
 from lowlabel.errors import LowlabelError
 
 console = Console()
 app = typer.Typer(help="DTC: semi-supervised 3D segmentation (train, segment, eval).", no_args_is_help=True)
-
-Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
-Threads = Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")]
 
 
 def _config(config: Path | None, overrides: list[str]) -> object:
@@ -26,15 +24,6 @@ def _config(config: Path | None, overrides: list[str]) -> object:
     from lowlabel.methods.dtc.recipe import Config
 
     return load_config(Config, config, overrides)
-
-
-def _threads(threads: int) -> None:
-    import torch
-
-    if threads < 0:
-        raise LowlabelError(f"--threads {threads}: must be 0 (default) or positive")
-    if threads:
-        torch.set_num_threads(threads)
 
 
 @app.command()
@@ -49,34 +38,29 @@ def train(
     n_filters: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="V-Net base width [config: n_filters, 16].")] = None,
     supervised: Annotated[bool, typer.Option(help="Baseline: same V-Net, labelled cases only, Dice.")] = False,
-    out: Annotated[Path, typer.Option(help="Root folder of runs.")] = Path("runs"),
-    config: Annotated[Optional[Path], typer.Option(help="YAML config file.")] = None,  # noqa: UP045
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key a.b=c.")] = None,  # noqa: UP045
-    resume: Annotated[Optional[Path], typer.Option(help="Run folder to continue.")] = None,  # noqa: UP045
+    out: Out = Path("runs"),
+    config: ConfigFile = None,
+    set_: SetOption = None,
+    resume: Resume = None,
+    force: Force = False,
     threads: Threads = 0,
     device: Device = "auto",
 ) -> None:
     """Train DTC (or --supervised) and evaluate the last iteration on test.list; prints the run folder."""
     import json
 
-    from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import rundir
-    from lowlabel.engine import runtime as rt
     from lowlabel.methods.dtc import recipe
 
-    _threads(threads)
-    if resume is not None:
-        cfg = cfg_mod.load_config(recipe.Config, resume / "config.yaml", set_ or [])
-    else:
-        options = {"labelled": labelled, "scale": scale, "n_filters": n_filters, "train.max_steps": iterations}
-        if supervised:
-            options.update({"unlabelled_bs": 0, "consistency": 0.0, "beta": 0.0})
-        cfg = cfg_mod.load_config(recipe.Config, config, set_ or [], options=options)
-    runtime = rt.init(device, seed=cfg.train.seed)
-    run_dir = resume if resume is not None else rundir.new_run_dir(out, "dtc")
-    cfg_mod.save_config(cfg, run_dir / "config.yaml")
-    summary = recipe.train(cfg, data=data, run_dir=run_dir, runtime=runtime, resume=resume is not None)
-    console.print(f"run folder: {run_dir}")
+    options = {"labelled": labelled, "scale": scale, "n_filters": n_filters, "train.max_steps": iterations}
+    if supervised:
+        options.update({"unlabelled_bs": 0, "consistency": 0.0, "beta": 0.0})
+    cfg, run, runtime = rundir.open_run(recipe.Config, "dtc", out=out, data=data, resume=resume, force=force,
+                                        config=config, overrides=set_ or [], options=options, device=device,
+                                        threads=threads)
+    with rundir.removed_on_error(run):
+        summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
+    console.print(f"run folder: {run.dir}")
     console.print_json(json.dumps({k: v for k, v in summary.items() if k != "test_cases"}, default=str))
 
 
@@ -105,7 +89,7 @@ def segment(
 
     if fmt not in ("nifti", "h5"):
         raise LowlabelError(f"--format {fmt}: use nifti or h5")
-    _threads(threads)
+    set_threads(threads)
     cfg = _run_config(model, config)
     net = load_model(recipe.build_model, cfg, model, rt.init(device).device)
     for path in volumes:
@@ -137,7 +121,7 @@ def evaluate(
     from lowlabel.methods.dtc import recipe
     from lowlabel.methods.dtc.plots import overlay_png
 
-    _threads(threads)
+    set_threads(threads)
     cfg = _run_config(model, config)
     net = load_model(recipe.build_model, cfg, model, rt.init(device).device)
     cases = recipe.load_split(cfg, data, "test", 1.0)

@@ -11,7 +11,7 @@ import torch
 
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import write_json
+from lowlabel.files import write_json
 from lowlabel.methods.dtc import recipe
 from lowlabel.methods.dtc.losses import level_set_to_mask
 from lowlabel.methods.dtc.plots import overlay_png

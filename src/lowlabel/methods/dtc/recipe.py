@@ -19,8 +19,9 @@ from lowlabel.engine import schedules
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import Trainer, write_json
+from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_json
 from lowlabel.methods.dtc import losses
 from lowlabel.methods.dtc.data import Case, TwoStreamBatches, read_la_case, read_list, rescale, scaled_patch
 from lowlabel.methods.dtc.inference import segment_volume

@@ -14,24 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lowlabel.commands import Device, Threads, set_threads
 from lowlabel.errors import LowlabelError
 
 console = Console()
 app = typer.Typer(help="DyML: one embedding for several semantic scales (metrics, embed, compare).",
                   no_args_is_help=True)
 
-Threads = Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")]
-Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
 LEVEL_NAMES = ("fine", "middle", "coarse")
-
-
-def _threads(threads: int) -> None:
-    import torch
-
-    if threads < 0:
-        raise LowlabelError(f"--threads {threads}: must be 0 (default) or positive")
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def _table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
@@ -74,7 +64,7 @@ def metrics(
 
     from lowlabel.methods.dyml.evaluation import retrieval_per_scale
 
-    _threads(threads)
+    set_threads(threads)
     if (queries is None) != (query_labels is None):
         raise LowlabelError("give --queries and --query-labels together")
     emb, lab = np.asarray(_load_array(embeddings, "embeddings")), np.asarray(_load_array(labels, "labels"))
@@ -118,7 +108,7 @@ def embed(
     from lowlabel.methods.dyml.batches import FileImages, embed_images
     from lowlabel.methods.dyml.data import read_hierarchy_csv
 
-    _threads(threads)
+    set_threads(threads)
     run_config = checkpoint.resolve().parent.parent / "config.yaml"
     cfg = cfg_mod.load_config(recipe.Config, config or (run_config if run_config.is_file() else None))
     runtime = rt.init(device)
@@ -153,7 +143,7 @@ def compare(
     open-set split stays data.split_seed) and print per-level mAP and ASI, mean ± std over seeds."""
     from lowlabel.methods.dyml.compare import compare_losses
 
-    _threads(threads)
+    set_threads(threads)
     result = compare_losses(data=data, seeds=tuple(seeds or (0, 1, 2)),
                             losses=tuple(losses or ("csl", "fine_only", "level_sum")), out=out, config=config,
                             overrides=set_ or [], device=device)

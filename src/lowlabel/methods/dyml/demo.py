@@ -15,7 +15,7 @@ from pathlib import Path
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
 from lowlabel.engine.recipe import OptimConfig, TrainConfig
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import write_json
+from lowlabel.files import write_json
 from lowlabel.methods.dyml import recipe
 
 MODELS: dict[str, str] = {"CSL": "csl", "fine-only CosFace": "fine_only", "per-level-sum CosFace": "level_sum"}

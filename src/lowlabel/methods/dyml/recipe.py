@@ -21,8 +21,9 @@ import torch
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import Trainer, write_json
+from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_json
 from lowlabel.methods.dyml import data as dyml_data
 from lowlabel.methods.dyml.batches import (
     IMAGENET_MEAN,

@@ -13,23 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lowlabel.commands import ConfigFile, Device, Force, Out, Resume, SetOption, Threads, set_threads
 from lowlabel.errors import LowlabelError
 
 console = Console()
 app = typer.Typer(help="FDRL: facial expression recognition (train, eval, predict, align).", no_args_is_help=True)
-
-Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
-Threads = Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")]
-ConfigFile = Annotated[Optional[Path], typer.Option(help="Config (default: the run's config.yaml).")]  # noqa: UP045
-
-
-def _threads(threads: int) -> None:
-    import torch
-
-    if threads < 0:
-        raise LowlabelError(f"--threads {threads}: must be 0 (default) or positive")
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def _run_config(checkpoint: Path, config: Path | None) -> object:
@@ -64,10 +52,11 @@ def train(
         help="Train on a fixed subset of N images per class [config: train_per_class, 0 = all].")] = None,
     align: Annotated[Optional[bool], typer.Option(  # noqa: UP045
         help="Detect and align faces with dlib first, cached [config: align, off].")] = None,
-    out: Annotated[Path, typer.Option(help="Root folder of runs.")] = Path("runs"),
-    config: Annotated[Optional[Path], typer.Option(help="YAML config file.")] = None,  # noqa: UP045
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key a.b=c.")] = None,  # noqa: UP045
-    resume: Annotated[Optional[Path], typer.Option(help="Run folder to continue.")] = None,  # noqa: UP045
+    out: Out = Path("runs"),
+    config: ConfigFile = None,
+    set_: SetOption = None,
+    resume: Resume = None,
+    force: Force = False,
     threads: Threads = 0,
     device: Device = "auto",
 ) -> None:
@@ -75,23 +64,17 @@ def train(
     folder (config.yaml, metrics.jsonl, checkpoints/, summary.json, confusion.png, branch_weights.png)."""
     import json
 
-    from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import rundir
-    from lowlabel.engine import runtime as rt
     from lowlabel.methods.fdrl import recipe
 
-    _threads(threads)
-    if resume is not None:
-        cfg = cfg_mod.load_config(recipe.Config, resume / "config.yaml", set_ or [])
-    else:
-        options = {"backbone": backbone, "pretrained": pretrained, "head": head, "train.epochs": epochs,
-                   "image_size": image_size, "train_per_class": per_class, "align": align}
-        cfg = cfg_mod.load_config(recipe.Config, config, set_ or [], options=options)
-    recipe.check_config(cfg)
-    runtime = rt.init(device, seed=cfg.train.seed)
-    run_dir = resume if resume is not None else rundir.new_run_dir(out, "fdrl")
-    summary = recipe.train(cfg, data=data, run_dir=run_dir, runtime=runtime, resume=resume is not None)
-    console.print(f"run folder: {run_dir}")
+    options = {"backbone": backbone, "pretrained": pretrained, "head": head, "train.epochs": epochs,
+               "image_size": image_size, "train_per_class": per_class, "align": align}
+    cfg, run, runtime = rundir.open_run(recipe.Config, "fdrl", out=out, data=data, resume=resume, force=force,
+                                        config=config, overrides=set_ or [], options=options, device=device,
+                                        threads=threads, check=recipe.check_config)
+    with rundir.removed_on_error(run):
+        summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
+    console.print(f"run folder: {run.dir}")
     shown = {k: v for k, v in summary.items() if k != "test"}
     shown["test"] = {k: summary["test"][k] for k in ("accuracy", "balanced_accuracy")}
     console.print_json(json.dumps(shown, default=str))
@@ -113,7 +96,7 @@ def evaluate(
     from lowlabel.methods.fdrl import recipe
     from lowlabel.methods.fdrl.plots import confusion_png, weights_png
 
-    _threads(threads)
+    set_threads(threads)
     cfg = _run_config(checkpoint, config)
     model = load_model(recipe.build_model, cfg, checkpoint, rt.init(device).device)
     result = recipe.scores(model, recipe.load_split(cfg, data, "test"), cfg.eval_batch)
@@ -147,7 +130,7 @@ def predict(
     from lowlabel.engine.recipe import load_model
     from lowlabel.methods.fdrl import recipe
 
-    _threads(threads)
+    set_threads(threads)
     missing = [p for p in images if not p.is_file()]
     if missing:
         raise LowlabelError(f"{missing[0]}: image not found ({len(missing)} of {len(images)} missing)")

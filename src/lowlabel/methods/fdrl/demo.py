@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import write_json
+from lowlabel.files import write_json
 from lowlabel.methods.fdrl import recipe
 from lowlabel.methods.fdrl.plots import confusion_png, weights_png
 

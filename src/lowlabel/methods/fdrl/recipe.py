@@ -21,8 +21,9 @@ from lowlabel.engine.batches import TensorBatches
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import Trainer, unwrap, write_json
+from lowlabel.engine.trainer import Trainer, unwrap
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_json
 from lowlabel.methods.fdrl import data as fdata
 from lowlabel.methods.fdrl import losses
 from lowlabel.methods.fdrl.model import FDRL, FDRLHead, FDRLOutput, LinearHead

@@ -14,25 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lowlabel.commands import ConfigFile, Device, Force, Out, Resume, SetOption, Threads, set_threads
 from lowlabel.errors import LowlabelError
 
 console = Console()
 app = typer.Typer(help="Weakly supervised phrase grounding by contrastive knowledge distillation (CKD).",
                   no_args_is_help=True)
-
-Threads = Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")]
-Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key a.b=c.")]  # noqa: UP045
-ConfigOpt = Annotated[Optional[Path], typer.Option(help="YAML config file.")]  # noqa: UP045
-
-
-def _threads(threads: int) -> None:
-    import torch
-
-    if threads < 0:
-        raise LowlabelError(f"--threads {threads}: must be 0 (default) or positive")
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def _config(config: Path | None, set_: list[str] | None, options: dict) -> object:
@@ -60,7 +47,7 @@ def prepare_coco(
     from lowlabel.methods.grounding_ckd.coco import prepare_split
     from lowlabel.methods.grounding_ckd.features import write_grounding_set
 
-    _threads(threads)
+    set_threads(threads)
     if regions < 1:
         raise LowlabelError(f"--regions {regions}: need at least 1")
     for split in [s.strip() for s in splits.split(",") if s.strip()]:
@@ -77,9 +64,11 @@ def train(
     iterations: Annotated[Optional[int], typer.Option(help="Training steps [config: train.max_steps; "  # noqa: UP045
                                                            "official: 6 epochs].")] = None,
     nce_only: Annotated[bool, typer.Option(help="The ablation: no distillation term.")] = False,
-    out: Annotated[Path, typer.Option(help="Root folder of runs.")] = Path("runs"),
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
+    out: Out = Path("runs"),
+    config: ConfigFile = None,
+    set_: SetOption = None,
+    resume: Resume = None,
+    force: Force = False,
     threads: Threads = 0,
     device: Device = "auto",
 ) -> None:
@@ -88,18 +77,19 @@ def train(
 
     from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import rundir
-    from lowlabel.engine import runtime as rt
     from lowlabel.methods.grounding_ckd import recipe
 
-    _threads(threads)
-    cfg = _config(config, set_, {"train.max_steps": iterations, "distill": False if nce_only else None})
-    runtime = rt.init(device, seed=cfg.train.seed)
-    sets = recipe.load_data(cfg, data)  # a bad --data fails here, before a run folder exists
-    run_dir = rundir.new_run_dir(out, "grounding_ckd")
-    _, summary = recipe.train_model(cfg, data=data, run_dir=run_dir, runtime=runtime, resume=False, sets=sets)
+    options = {"train.max_steps": iterations, "distill": False if nce_only else None}
+    cfg, run, runtime = rundir.open_run(recipe.Config, "grounding_ckd", out=out, data=data, resume=resume,
+                                        force=force, config=config, overrides=set_ or [], options=options,
+                                        device=device, threads=threads)
+    with rundir.removed_on_error(run):
+        sets = recipe.load_data(cfg, run.data)
+        _, summary = recipe.train_model(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed,
+                                        sets=sets)
     fitted = {k: summary[k] for k in ("region_dim", "feature_mean", "feature_std")}
-    cfg_mod.save_config(dataclasses.replace(cfg, **fitted), run_dir / "config.yaml")  # what `ground` rebuilds
-    console.print(f"run folder: {run_dir}")
+    cfg_mod.save_config(dataclasses.replace(cfg, **fitted), run.dir / "config.yaml")  # what `ground` rebuilds
+    console.print(f"run folder: {run.dir}")
     console.print_json(json.dumps({"test": summary["test"], "references": summary["references"]}))
 
 
@@ -110,17 +100,17 @@ def compare(
     iterations: Annotated[Optional[int], typer.Option(help="Training steps [config: train.max_steps].")] = None,  # noqa: UP045
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the table as JSON here.")] = None,  # noqa: UP045
     out: Annotated[Path, typer.Option(help="Folder for the runs.")] = Path("runs/grounding_ckd_compare"),
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
+    config: ConfigFile = None,
+    set_: SetOption = None,
     threads: Threads = 0,
     device: Device = "auto",
 ) -> None:
     """CKD vs NCE alone over paired seeds, with the detector-alone and random references (Recall@1/5/10)."""
     from lowlabel.engine import runtime as rt
-    from lowlabel.engine.trainer import write_json
+    from lowlabel.files import write_json
     from lowlabel.methods.grounding_ckd.compare import compare as run_compare
 
-    _threads(threads)
+    set_threads(threads)
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
@@ -158,11 +148,11 @@ def ground(
     detector scores are not read)."""
     from lowlabel.engine import runtime as rt
     from lowlabel.engine.recipe import load_model
-    from lowlabel.engine.trainer import write_json
+    from lowlabel.files import write_json
     from lowlabel.methods.grounding_ckd import recipe
     from lowlabel.methods.grounding_ckd.features import read_grounding_set
 
-    _threads(threads)
+    set_threads(threads)
     run_config = checkpoint.resolve().parent.parent / "config.yaml"
     cfg = _config(config or (run_config if run_config.is_file() else None), [], {})
     model = load_model(recipe.build_model, cfg, checkpoint, rt.init(device).device)

@@ -18,7 +18,7 @@ import torch
 
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import write_json
+from lowlabel.files import write_json
 from lowlabel.methods.grounding_ckd import recipe
 from lowlabel.methods.grounding_ckd.shapes_world import WorldConfig, build_world, test_scenes
 from lowlabel.report.figures import figure, save_figure

@@ -21,8 +21,9 @@ from lowlabel.engine.batches import TensorBatches
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import Trainer, unwrap, write_json
+from lowlabel.engine.trainer import Trainer, unwrap
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_json
 from lowlabel.methods.grounding_ckd import losses
 from lowlabel.methods.grounding_ckd.data import MAX_PHRASES, MAX_TOKENS, phrase_token_ids
 from lowlabel.methods.grounding_ckd.detections import teacher_scores

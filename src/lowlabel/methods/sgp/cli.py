@@ -13,23 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lowlabel.commands import ConfigFile, Device, Force, Out, Resume, SetOption, Threads, set_threads
 from lowlabel.errors import LowlabelError
 
 console = Console()
 app = typer.Typer(help="SGP: self-supervised point-cloud registration (train, register, eval).", no_args_is_help=True)
-
-Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
-Threads = Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")]
-ConfigFile = Annotated[Optional[Path], typer.Option(help="YAML config file (default: the run's config.yaml).")]  # noqa: UP045
-
-
-def _threads(threads: int) -> None:
-    import torch
-
-    if threads < 0:
-        raise LowlabelError(f"--threads {threads}: must be 0 (default) or positive")
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def _run_config(model: Path | None, config: Path | None) -> object:
@@ -54,29 +42,25 @@ def train(
     iterations: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Student steps per round (default: train.epochs=100 epochs) [config: train.max_steps].")] = None,
     supervised: Annotated[bool, typer.Option(help="Oracle: train on the ground-truth poses instead.")] = False,
-    out: Annotated[Path, typer.Option(help="Root folder of runs.")] = Path("runs"),
-    config: Annotated[Optional[Path], typer.Option(help="YAML config file.")] = None,  # noqa: UP045
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key a.b=c.")] = None,  # noqa: UP045
-    resume: Annotated[Optional[Path], typer.Option(help="Run folder to continue (between or inside rounds).")] = None,  # noqa: UP045
+    out: Out = Path("runs"),
+    config: ConfigFile = None,
+    set_: SetOption = None,
+    resume: Resume = None,
+    force: Force = False,
     threads: Threads = 0,
     device: Device = "auto",
 ) -> None:
     """Run the teacher-student rounds; prints the run folder and the per-round table."""
-    from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import rundir
-    from lowlabel.engine import runtime as rt
     from lowlabel.methods.sgp import recipe
 
-    _threads(threads)
-    if resume is not None:
-        cfg = cfg_mod.load_config(recipe.Config, resume / "config.yaml", set_ or [])
-    else:
-        options = {"meta_iters": rounds, "train.max_steps": iterations, "supervised": True if supervised else None}
-        cfg = cfg_mod.load_config(recipe.Config, config, set_ or [], options=options)
-    runtime = rt.init(device, seed=cfg.train.seed)
-    run_dir = resume if resume is not None else rundir.new_run_dir(out, "sgp")
-    cfg_mod.save_config(cfg, run_dir / "config.yaml")
-    summary = recipe.train(cfg, data=data, run_dir=run_dir, runtime=runtime, resume=resume is not None)
+    options = {"meta_iters": rounds, "train.max_steps": iterations, "supervised": True if supervised else None}
+    cfg, run, runtime = rundir.open_run(recipe.Config, "sgp", out=out, data=data, resume=resume, force=force,
+                                        config=config, overrides=set_ or [], options=options, device=device,
+                                        threads=threads)
+    with rundir.removed_on_error(run):
+        summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
+    run_dir = run.dir
     table = Table(title=f"sgp: {run_dir}")
     for column in ("round", "teacher", "pairs", "verified", "label precision", "steps", "test recall"):
         table.add_column(column, justify="right")
@@ -109,7 +93,7 @@ def register(
     from lowlabel.methods.sgp import geometry, recipe, teacher
     from lowlabel.methods.sgp.data import read_fragment
 
-    _threads(threads)
+    set_threads(threads)
     cfg = _run_config(model, config)
     src, dst = read_fragment(source), read_fragment(target)
     rng = np.random.default_rng(seed)
@@ -166,7 +150,7 @@ def evaluate(
     from lowlabel.engine.recipe import load_model
     from lowlabel.methods.sgp import recipe
 
-    _threads(threads)
+    set_threads(threads)
     cfg = _run_config(model, config)
     net = load_model(recipe.build_model, cfg, model, rt.init(device).device)
     pairs = recipe.load_pairs(cfg, data, "test")

@@ -21,7 +21,7 @@ import torch
 
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import write_json
+from lowlabel.files import write_json
 from lowlabel.methods.sgp import recipe
 from lowlabel.report.figures import figure, save_figure
 

@@ -22,8 +22,8 @@ import torch
 from lowlabel.engine import checkpoint as ckpt
 from lowlabel.engine import runtime as rt
 from lowlabel.engine.recipe import load_model
-from lowlabel.engine.trainer import write_json
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_json
 from lowlabel.methods.sgp import demo, recipe
 
 SEEDS = [0, 1, 2]

@@ -25,8 +25,9 @@ from lowlabel.engine import checkpoint as ckpt
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import Trainer, write_json
+from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_json
 from lowlabel.methods.sgp import geometry, teacher
 from lowlabel.methods.sgp.data import list_fragments, pair_transform, read_fragment, read_info_pose, read_overlaps
 from lowlabel.methods.sgp.labels import Label3D, label_path, read_labels_3d, round_name, write_labels_3d

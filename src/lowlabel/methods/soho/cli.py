@@ -12,24 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lowlabel.commands import ConfigFile, Device, Force, Out, Resume, SetOption, Threads, set_threads
 from lowlabel.errors import LowlabelError
 
 console = Console()
 app = typer.Typer(help="SOHO: vision-language pre-training with a visual dictionary (train, eval, rank).",
                   no_args_is_help=True)
 
-Device = Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")]
-Threads = Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")]
 Config = Annotated[Optional[Path], typer.Option(help="YAML config (default: the run's config.yaml).")]  # noqa: UP045
-
-
-def _threads(threads: int) -> None:
-    import torch
-
-    if threads < 0:
-        raise LowlabelError(f"--threads {threads}: must be 0 (default) or positive")
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def _run_config(model: Path, config: Path | None, overrides: dict | None = None) -> object:
@@ -56,35 +46,30 @@ def train(
     text_init: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="'' random, 'minilm' or a BERT safetensors file [config: model.text_init].")] = None,
     no_dictionary: Annotated[bool, typer.Option(help="Ablation: no Visual Dictionary, no MVM.")] = False,
-    out: Annotated[Path, typer.Option(help="Root folder of runs.")] = Path("runs"),
-    config: Annotated[Optional[Path], typer.Option(help="YAML config file.")] = None,  # noqa: UP045
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key a.b=c.")] = None,  # noqa: UP045
-    resume: Annotated[Optional[Path], typer.Option(help="Run folder to continue.")] = None,  # noqa: UP045
+    out: Out = Path("runs"),
+    config: ConfigFile = None,
+    set_: SetOption = None,
+    resume: Resume = None,
+    force: Force = False,
     threads: Threads = 0,
     device: Device = "auto",
 ) -> None:
     """Pre-train SOHO (MLM + MVM + ITM) on image-caption pairs; prints the run folder and the summary."""
     import json
 
-    from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import rundir
-    from lowlabel.engine import runtime as rt
     from lowlabel.methods.soho import recipe
 
-    _threads(threads)
     if data is not None and not data.is_file():
         raise LowlabelError(f"--data {data}: file not found; give a COCO captions .json or a .csv")
-    if resume is not None:
-        cfg = cfg_mod.load_config(recipe.Config, resume / "config.yaml", set_ or [])
-    else:
-        options = {"data.image_dir": image_dir, "train.max_steps": iterations, "model.backbone": backbone,
-                   "model.text_init": text_init, "model.use_dictionary": False if no_dictionary else None}
-        cfg = cfg_mod.load_config(recipe.Config, config, set_ or [], options=options)
-    runtime = rt.init(device, seed=cfg.train.seed)
-    run_dir = resume if resume is not None else rundir.new_run_dir(out, "soho")
-    cfg_mod.save_config(cfg, run_dir / "config.yaml")
-    summary = recipe.train(cfg, data=data, run_dir=run_dir, runtime=runtime, resume=resume is not None)
-    console.print(f"run folder: {run_dir}")
+    options = {"data.image_dir": image_dir, "train.max_steps": iterations, "model.backbone": backbone,
+               "model.text_init": text_init, "model.use_dictionary": False if no_dictionary else None}
+    cfg, run, runtime = rundir.open_run(recipe.Config, "soho", out=out, data=data, resume=resume, force=force,
+                                        config=config, overrides=set_ or [], options=options, device=device,
+                                        threads=threads)
+    with rundir.removed_on_error(run):
+        summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
+    console.print(f"run folder: {run.dir}")
     console.print_json(json.dumps(summary, default=str))
 
 
@@ -103,7 +88,7 @@ def evaluate(
     from lowlabel.engine import runtime as rt
     from lowlabel.methods.soho import recipe
 
-    _threads(threads)
+    set_threads(threads)
     if data is not None and not data.is_file():
         raise LowlabelError(f"--data {data}: file not found; give a COCO captions .json or a .csv")
     cfg = _run_config(model, config, {"eval_captions": captions})
@@ -135,7 +120,7 @@ def rank(
     from lowlabel.methods.soho.data import WordPieceTokenizer, load_image, prepare_image, read_pairs
     from lowlabel.methods.soho.retrieval import score_pairs
 
-    _threads(threads)
+    set_threads(threads)
     if top < 1:
         raise LowlabelError(f"--top {top}: must be at least 1")
     if not query.strip():

@@ -17,7 +17,7 @@ import torch
 
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import write_json
+from lowlabel.files import write_json
 from lowlabel.methods.soho import downstream, recipe
 from lowlabel.methods.soho.data import WordPieceTokenizer, build_corpus, prepare_image
 from lowlabel.methods.soho.retrieval import retrieval_recalls, score_pairs

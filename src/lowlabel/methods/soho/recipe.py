@@ -19,8 +19,9 @@ import torch
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import Trainer, unwrap, write_json
+from lowlabel.engine.trainer import Trainer, unwrap
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_json
 from lowlabel.methods.soho import losses
 from lowlabel.methods.soho.data import (
     WORDPIECE_SPECIAL,

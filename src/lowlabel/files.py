@@ -1,0 +1,64 @@
+"""Atomic file writes: every file lowlabel writes appears whole or not at all.
+
+A write goes to a hidden temporary file beside the target, which is renamed over it only once the write succeeded;
+a kill, an exception or a full disk leaves the old file (or none) and no temporary behind. Operating-system
+failures (no space left, permission denied, a read-only folder) become a `LowlabelError` naming the file.
+No torch import: the CLI and the readers use it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lowlabel.errors import LowlabelError
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix, so writers that look at it behave); when the block ends
+    without an error it replaces `path`, otherwise it is removed. Parent folders are created."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        raise LowlabelError(f"could not write {path}: {err.strerror or err}") from err
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 text atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write bytes atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | Path, payload: Mapping[str, Any] | list[Any]) -> Path:
+    """Write indented JSON atomically (values JSON does not know are written as their str) and return the path."""
+    return write_text(path, json.dumps(payload, indent=2, default=str))
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Parse a JSON file; a missing, unreadable or corrupt file is a `LowlabelError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LowlabelError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LowlabelError(f"{what} {path} is unreadable or corrupt ({err})") from None
