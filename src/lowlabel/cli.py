@@ -144,14 +144,9 @@ def train(
     from lowlabel.engine import rundir
     from lowlabel.engine import runtime as rt
 
-    cfg, run, runtime = rundir.open_run(recipe.Config, method.slug, out=out, data=data, resume=resume, force=force,
-                                        config=config, overrides=set_ or [], device=device, threads=threads)
-    try:
-        with rundir.removed_on_error(run):
-            summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
-    finally:
-        rt.shutdown()
-    if runtime.is_main:
+    summary, run = rundir.train_run(recipe, method.slug, out=out, data=data, resume=resume, force=force,
+                                    config=config, overrides=set_ or [], device=device, threads=threads)
+    if rt.rank() == 0:
         console.print(f"run folder: {run.dir}")
         console.print_json(json.dumps(summary, default=str))
 

@@ -117,3 +117,27 @@ def test_failed_new_run_is_removed_but_checkpointed_or_resumed_runs_stay(tmp_pat
     with pytest.raises(LowlabelError), removed_on_error(resumed):
         raise LowlabelError("late failure")
     assert resumed.dir.exists()
+
+
+def test_train_run_hands_the_recorded_data_to_the_recipe(tmp_path):
+    from types import SimpleNamespace
+
+    from lowlabel.engine.rundir import train_run
+
+    calls = []
+
+    def train(cfg, *, data, run_dir, runtime, resume):
+        calls.append((data, resume))
+        if data is None:
+            raise LowlabelError("no data")
+        return {"steps": cfg.train.max_steps}
+
+    recipe = SimpleNamespace(Config=Cfg, train=train)
+    data = tmp_path / "data"
+    data.mkdir()
+    summary, run = train_run(recipe, "toy", out=tmp_path / "runs", data=data, device="cpu")
+    again, _ = train_run(recipe, "toy", out=tmp_path / "runs", resume=run.dir, device="cpu")
+    assert summary == again == {"steps": 7} and calls == [(data, False), (data, True)]
+    with pytest.raises(LowlabelError, match="no data"):
+        train_run(recipe, "toy", out=tmp_path / "other", device="cpu")
+    assert not (tmp_path / "other").exists()

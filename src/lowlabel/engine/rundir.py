@@ -136,3 +136,16 @@ def removed_on_error(run: Run) -> Iterator[Run]:
                 with suppress(OSError):
                     parent.rmdir()
         raise
+
+
+def train_run(recipe: Any, slug: str, **run_args: Any) -> tuple[dict[str, Any], Run]:
+    """A `train` command's whole job for a method on the recipe contract: `open_run(recipe.Config, slug,
+    **run_args)`, `recipe.train` on the run's data (resuming when asked), the folder removed if training fails before
+    its first checkpoint, and the process group left. Returns (summary, run)."""
+    cfg, run, runtime = open_run(recipe.Config, slug, **run_args)
+    try:
+        with removed_on_error(run):
+            summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
+    finally:
+        rt.shutdown()
+    return summary, run

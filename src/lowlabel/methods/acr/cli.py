@@ -61,11 +61,9 @@ def train(
                "labelled_list": None if labelled_list is None else str(labelled_list), "ssl": ssl,
                "lambda_akc": lambda_akc, "lambda_arc": lambda_arc, "image_size": image_size, "resize": resize,
                "train.max_steps": iterations}
-    cfg, run, runtime = rundir.open_run(recipe.Config, "acr", out=out, data=data, resume=resume, force=force,
-                                        config=config, overrides=set_ or [], options=options, device=device,
-                                        threads=threads, check=recipe.check)
-    with rundir.removed_on_error(run):
-        summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
+    summary, run = rundir.train_run(recipe, "acr", out=out, data=data, resume=resume, force=force, config=config,
+                                    overrides=set_ or [], options=options, device=device, threads=threads,
+                                    check=recipe.check)
     console.print(f"run folder: {run.dir}")
     console.print_json(json.dumps({k: v for k, v in summary.items() if k != "config"}, default=str))
 

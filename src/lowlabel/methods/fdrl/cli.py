@@ -69,11 +69,9 @@ def train(
 
     options = {"backbone": backbone, "pretrained": pretrained, "head": head, "train.epochs": epochs,
                "image_size": image_size, "train_per_class": per_class, "align": align}
-    cfg, run, runtime = rundir.open_run(recipe.Config, "fdrl", out=out, data=data, resume=resume, force=force,
-                                        config=config, overrides=set_ or [], options=options, device=device,
-                                        threads=threads, check=recipe.check_config)
-    with rundir.removed_on_error(run):
-        summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
+    summary, run = rundir.train_run(recipe, "fdrl", out=out, data=data, resume=resume, force=force, config=config,
+                                    overrides=set_ or [], options=options, device=device, threads=threads,
+                                    check=recipe.check_config)
     console.print(f"run folder: {run.dir}")
     shown = {k: v for k, v in summary.items() if k != "test"}
     shown["test"] = {k: summary["test"][k] for k in ("accuracy", "balanced_accuracy")}

@@ -55,20 +55,16 @@ def train(
     from lowlabel.methods.sgp import recipe
 
     options = {"meta_iters": rounds, "train.max_steps": iterations, "supervised": True if supervised else None}
-    cfg, run, runtime = rundir.open_run(recipe.Config, "sgp", out=out, data=data, resume=resume, force=force,
-                                        config=config, overrides=set_ or [], options=options, device=device,
-                                        threads=threads)
-    with rundir.removed_on_error(run):
-        summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
-    run_dir = run.dir
-    table = Table(title=f"sgp: {run_dir}")
+    summary, run = rundir.train_run(recipe, "sgp", out=out, data=data, resume=resume, force=force, config=config,
+                                    overrides=set_ or [], options=options, device=device, threads=threads)
+    table = Table(title=f"sgp: {run.dir}")
     for column in ("round", "teacher", "pairs", "verified", "label precision", "steps", "test recall"):
         table.add_column(column, justify="right")
     for r in summary["rounds"]:
         table.add_row(r["round"], r["teacher"], str(r["pairs"]), str(r["verified"]), f"{r['label_precision']:.3f}",
                       str(r["steps"]), f"{r['test_recall']:.3f}")
     console.print(table)
-    console.print(f"run folder: {run_dir}")
+    console.print(f"run folder: {run.dir}")
 
 
 @app.command()

@@ -64,11 +64,8 @@ def train(
         raise LowlabelError(f"--data {data}: file not found; give a COCO captions .json or a .csv")
     options = {"data.image_dir": image_dir, "train.max_steps": iterations, "model.backbone": backbone,
                "model.text_init": text_init, "model.use_dictionary": False if no_dictionary else None}
-    cfg, run, runtime = rundir.open_run(recipe.Config, "soho", out=out, data=data, resume=resume, force=force,
-                                        config=config, overrides=set_ or [], options=options, device=device,
-                                        threads=threads)
-    with rundir.removed_on_error(run):
-        summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
+    summary, run = rundir.train_run(recipe, "soho", out=out, data=data, resume=resume, force=force, config=config,
+                                    overrides=set_ or [], options=options, device=device, threads=threads)
     console.print(f"run folder: {run.dir}")
     console.print_json(json.dumps(summary, default=str))
 
