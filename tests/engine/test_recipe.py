@@ -37,6 +37,10 @@ def test_total_steps_one_rule():
         (OptimConfig(schedule="constant"), [1.0] * 5),
         (OptimConfig(schedule="cosine"), [1.0, (1 + math.sqrt(0.5)) / 2, 0.5, (1 - math.sqrt(0.5)) / 2, 0.0]),
         (OptimConfig(schedule="step", milestones=[0.5, 0.75], gamma=0.1), [1.0, 1.0, 0.1, 0.01, 0.01]),
+        # cos(π/3 · t/4): 1, cos(π/12), cos(π/6), cos(π/4), cos(π/3)
+        (OptimConfig(schedule="truncated_cosine", cycles=1 / 3),
+         [1.0, (math.sqrt(6) + math.sqrt(2)) / 4, math.sqrt(3) / 2, math.sqrt(0.5), 0.5]),
+        (OptimConfig(schedule="truncated_cosine", cycles=1.0), [1.0, math.sqrt(0.5), 0.0, 0.0, 0.0]),  # clipped at 0
         (OptimConfig(schedule="exponential", gamma=0.5), [1.0, 1.0, 0.5, 0.5, 0.25]),  # 2 steps per epoch
         (OptimConfig(schedule="constant", warmup_steps=2), [0.0, 0.5, 1.0, 1.0, 1.0]),
     ],

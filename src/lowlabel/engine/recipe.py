@@ -61,7 +61,7 @@ class TrainConfig:
         raise LowlabelError("set train.epochs or train.max_steps above 0 (e.g. --set train.max_steps=1000)")
 
 
-SCHEDULES = ("constant", "cosine", "step", "exponential")
+SCHEDULES = ("constant", "cosine", "truncated_cosine", "step", "exponential")
 
 
 @dataclass
@@ -70,7 +70,9 @@ class OptimConfig:
 
     Schedules keep their shape when the run's length changes: `step` milestones are fractions of the run (the
     official 2,500 and 5,000 of 6,000 iterations are 0.41667 and 0.83333), `exponential` decays by `gamma` per
-    epoch, `cosine` goes to 0 at the last step; `warmup_steps` ramps linearly from 0 first.
+    epoch, `cosine` goes to 0 at the last step as 0.5(1 + cos(π t/T)), `truncated_cosine` is max(0, cos(π c t/T))
+    with c = `cycles` (FixMatch-style code: c = 7/16 ends at 0.195 of the base lr); `warmup_steps` ramps linearly
+    from 0 first.
     """
 
     name: str = "sgd"  # sgd | adam | adamw
@@ -84,6 +86,7 @@ class OptimConfig:
     schedule: str = "constant"
     milestones: list[float] = field(default_factory=list)
     gamma: float = 0.1
+    cycles: float = 0.5  # truncated_cosine only
     warmup_steps: int = 0
 
 
@@ -94,6 +97,8 @@ def lr_factor(step: int, total: int, cfg: OptimConfig, steps_per_epoch: int = 1)
         return warm
     if cfg.schedule == "cosine":
         return warm * 0.5 * (1.0 + math.cos(math.pi * min(step / max(total, 1), 1.0)))
+    if cfg.schedule == "truncated_cosine":
+        return warm * max(0.0, math.cos(math.pi * cfg.cycles * min(step / max(total, 1), 1.0)))
     if cfg.schedule == "step":
         return warm * cfg.gamma ** sum(step >= round(m * total) for m in cfg.milestones)
     if cfg.schedule == "exponential":

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from lowlabel.engine.recipe import lr_factor
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.acr.losses import (
     akc_loss,
@@ -15,13 +16,13 @@ from lowlabel.methods.acr.losses import (
     entropy_mask,
     fixmatch_loss,
     ict_mixup,
-    lr_factor,
     mean_squared_consistency,
     mmd_loss,
     sample_mixup,
     update_feature_table,
     warmup_weight,
 )
+from lowlabel.methods.acr.recipe import Config
 
 
 def mmd_double_loop(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -280,7 +281,8 @@ def test_ema_decay_and_lr_factor() -> None:
     assert [ema_decay(s) for s in (0, 1, 9)] == pytest.approx([0.0, 0.5, 0.9])
     assert ema_decay(10**6) == 0.999
     assert ema_decay(0, warmup=False) == 0.999
-    assert lr_factor(0, 10000) == 1.0
-    assert lr_factor(5000, 10000) == pytest.approx(math.cos(math.pi * 7.9 / 32))
-    assert lr_factor(10000, 10000) == pytest.approx(0.0196, abs=1e-4)
-    assert lr_factor(20000, 10000) == lr_factor(10000, 10000)
+    official = Config().optim
+    assert lr_factor(0, 10000, official) == 1.0
+    assert lr_factor(5000, 10000, official) == pytest.approx(math.cos(math.pi * 7.9 / 32))
+    assert lr_factor(10000, 10000, official) == pytest.approx(0.0196, abs=1e-4)
+    assert lr_factor(20000, 10000, official) == lr_factor(10000, 10000, official)

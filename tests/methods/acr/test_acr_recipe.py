@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import shutil
 from pathlib import Path
 
@@ -63,9 +65,10 @@ def test_smoke_step_reaches_every_loss_and_only_the_student() -> None:
         assert (p.grad is None) == frozen or (frozen and p.grad is None), name
 
 
-def test_training_leaves_the_source_model_unchanged_and_resumes_bit_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ssl", ["fixmatch", "ict"])
+def test_training_leaves_the_source_model_unchanged_and_resumes_bit_identical(tmp_path: Path, ssl: str) -> None:
     runtime = init("cpu")
-    cfg = tiny(ssl="fixmatch")
+    cfg = tiny(ssl=ssl)
     model, summary = recipe.train_model(cfg, data=None, run_dir=tmp_path / "a", runtime=runtime, resume=False)
     source_file = torch.load(tmp_path / "a" / "source.pt", weights_only=True)
     for k, v in model.source.backbone.state_dict().items():
@@ -78,6 +81,15 @@ def test_training_leaves_the_source_model_unchanged_and_resumes_bit_identical(tm
     resumed, _ = recipe.train_model(cfg, data=None, run_dir=tmp_path / "b", runtime=runtime, resume=True)
     for (k, v), w in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(v, w), k
+    # the EMA teacher (ICT: BatchNorm statistics averaged too) trails the student, and the ssl term was trained
+    teacher, student = model.teacher.module.state_dict(), model.student.state_dict()
+    assert not torch.equal(teacher["backbone.conv1.weight"], student["backbone.conv1.weight"])
+    averaged = not torch.equal(teacher["backbone.bn1.running_mean"], student["backbone.bn1.running_mean"])
+    assert averaged == (ssl == "ict")
+    logged = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    ssl_terms = [row["ssl"] for row in logged if "ssl" in row]
+    assert len(ssl_terms) == 4 and all(math.isfinite(v) and v >= 0 for v in ssl_terms)
+    assert (max(ssl_terms) > 0) == (ssl == "ict")  # FixMatch's 0.95 gate passes nothing this early; ICT's MSE does
 
 
 def test_evaluate_matches_the_summary(tmp_path: Path) -> None:

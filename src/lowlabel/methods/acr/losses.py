@@ -26,7 +26,6 @@ LAMBDA_AKC = 0.0  # `lambda_kd` (README: 1 to switch AKC on)
 FIXMATCH_THRESHOLD = 0.95
 ICT_ALPHA = 0.75
 EMA_FACTOR = 0.999
-LR_CYCLES = 7.9 / 16  # `num_cycles` of the official cosine schedule
 
 
 def pooled(features: torch.Tensor) -> torch.Tensor:
@@ -207,7 +206,3 @@ def ema_decay(step: int, factor: float = EMA_FACTOR, warmup: bool = True) -> flo
     return min(1.0 - 1.0 / (step + 1), factor) if warmup else factor
 
 
-def lr_factor(step: int, total_steps: int, cycles: float = LR_CYCLES) -> float:
-    """Official cosine LR multiplier max(0, cos(π · cycles · t/T)), t/T clipped to [0, 1] (ends at ≈ 0.0196)."""
-    progress = min(1.0, max(0.0, step / max(1, total_steps)))
-    return max(0.0, math.cos(math.pi * cycles * progress))

@@ -98,10 +98,10 @@ class Config:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=OFFICIAL_STEPS, log_every=50, checkpoint_every=1000, seed=1))
-    # SGD 0.01 Nesterov, wd 1e-4 (not on BatchNorm and biases). Official lr: max(0, cos(π·7.9/16·t/T)); the engine's
-    # nearest schedule is `cosine` 0.5(1 + cos(π t/T)) (docs/methods/acr.md, "Deviations").
+    # SGD 0.01 Nesterov, wd 1e-4 (not on BatchNorm and biases), lr max(0, cos(π·7.9/16·t/T)) as officially
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
-        name="sgd", lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="cosine"))
+        name="sgd", lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="truncated_cosine",
+        cycles=7.9 / 16))
 
 
 def check(cfg: Config) -> None:
