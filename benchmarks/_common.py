@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import json
 import os
 import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from lowlabel.files import write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -96,12 +97,8 @@ def machine() -> dict[str, Any]:
 
 def write_results(name: str, rows: list[dict[str, Any]], notes: str = "") -> Path:
     """Write `benchmarks/results/<name>.json` and print the rows as a table."""
-    RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
     payload = {"name": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "rows": rows, "notes": notes}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
+    path = write_json(RESULTS_DIR / f"{name}.json", payload)
     if rows:
         keys = list(rows[0])
         print(" | ".join(keys))
