@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 from dataclasses import dataclass, field
@@ -124,3 +125,65 @@ def test_a_method_lacking_a_part_is_reported(tmp_path, monkeypatch):
     assert any("Config is missing" in p for p in problems)
     assert any("build_model takes (config), the contract says (cfg)" in p for p in problems)
     assert any("has no function run()" in p for p in problems)
+
+
+def _two_kinds(model: torch.nn.Module) -> list[dict]:
+    sgd = OptimConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4)
+    return [{"params": [model.weight], "optim": sgd}, {"params": [model.bias], "weight_decay": 0.5}]
+
+
+def test_groups_with_their_own_optimiser_step_like_separate_optimisers():
+    torch.manual_seed(0)
+    model, twin = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    twin.load_state_dict(model.state_dict())
+    adamw = OptimConfig(name="adamw", lr=0.01, weight_decay=0.01, schedule="step", milestones=[0.5], gamma=0.1)
+    chain = build_optimizer(_two_kinds(model), adamw)
+    sched = build_scheduler(chain, adamw, total_steps=4)
+    # the same updates written out by hand: SGD on the weight, AdamW (group wd 0.5) on the bias, one schedule
+    sgd = torch.optim.SGD([twin.weight], lr=0.1, momentum=0.9, weight_decay=1e-4)
+    adam = torch.optim.AdamW([twin.bias], lr=0.01, weight_decay=0.5)
+    x = torch.randn(8, 3)
+    for step in range(4):
+        for m in (model, twin):
+            m.zero_grad()
+            m(x).square().sum().backward()
+        chain.step()
+        sched.step()
+        sgd.step()
+        adam.step()
+        factor = 0.1 if step + 1 >= 2 else 1.0
+        sgd.param_groups[0]["lr"], adam.param_groups[0]["lr"] = 0.1 * factor, 0.01 * factor
+    assert torch.equal(model.weight, twin.weight) and torch.equal(model.bias, twin.bias)
+    assert [g["lr"] for g in chain.param_groups] == pytest.approx([0.01, 0.001])
+
+
+def test_optimiser_chain_resumes_exactly():
+    torch.manual_seed(1)
+    model = torch.nn.Linear(3, 2)
+    adamw = OptimConfig(name="adamw", lr=0.01, schedule="cosine")
+    x = torch.randn(8, 3)
+
+    def run(m: torch.nn.Module, chain: torch.optim.Optimizer, sched: object, steps: range) -> None:
+        for _ in steps:
+            chain.zero_grad()
+            m(x).square().sum().backward()
+            chain.step()
+            sched.step()
+
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    chain = build_optimizer(_two_kinds(model), adamw)
+    sched = build_scheduler(chain, adamw, total_steps=6)
+    run(model, chain, sched, range(3))
+    saved = copy.deepcopy((chain.state_dict(), sched.state_dict(), model.state_dict()))  # as a checkpoint file
+    run(model, chain, sched, range(3))
+    other = torch.nn.Linear(3, 2)
+    other.load_state_dict(start)
+    chain2 = build_optimizer(_two_kinds(other), adamw)
+    sched2 = build_scheduler(chain2, adamw, total_steps=6)
+    other.load_state_dict(saved[2])
+    chain2.load_state_dict(saved[0])
+    sched2.load_state_dict(saved[1])
+    run(other, chain2, sched2, range(3))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True))
+    with pytest.raises(LowlabelError, match="chain"):
+        chain2.load_state_dict(torch.optim.SGD(model.parameters(), lr=0.1).state_dict())

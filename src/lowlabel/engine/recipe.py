@@ -106,8 +106,7 @@ def lr_factor(step: int, total: int, cfg: OptimConfig, steps_per_epoch: int = 1)
     raise LowlabelError(f"optim.schedule='{cfg.schedule}': use one of {', '.join(SCHEDULES)}")
 
 
-def build_optimizer(params: Iterable[Any], cfg: OptimConfig, *, lr_scale: float = 1.0) -> torch.optim.Optimizer:
-    """The optimiser of `cfg` over `params` (tensors or param-group dicts) at `cfg.lr * lr_scale`."""
+def _one_optimizer(params: list[Any], cfg: OptimConfig, lr_scale: float) -> torch.optim.Optimizer:
     lr = cfg.lr * lr_scale
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -117,6 +116,57 @@ def build_optimizer(params: Iterable[Any], cfg: OptimConfig, *, lr_scale: float 
         return kind(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
                     fused=cfg.fused or None)
     raise LowlabelError(f"optim.name='{cfg.name}': use sgd, adam or adamw")
+
+
+class OptimizerChain(torch.optim.Optimizer):
+    """Several optimisers stepping as one (e.g. SGD on a backbone, AdamW on the rest, as SOHO's `AdamwSGD`): one
+    scheduler drives every group's lr, one checkpoint entry holds every state. `param_groups` is read through to the
+    inner optimisers, so it stays right after they load a state (which replaces their group dicts)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:  # no super().__init__: it wants params
+        self.optimizers = optimizers
+        self.defaults: dict[str, Any] = {}
+        self.state: dict[Any, Any] = {}  # each inner optimiser keeps its own
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"chain": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        states = state_dict.get("chain")
+        if states is None or len(states) != len(self.optimizers):
+            raise LowlabelError(f"the checkpoint's optimiser state is not a chain of {len(self.optimizers)} "
+                                "optimisers: it was saved by a run with other optimiser settings")
+        for optimizer, state in zip(self.optimizers, states, strict=True):
+            optimizer.load_state_dict(state)
+
+
+def build_optimizer(params: Iterable[Any], cfg: OptimConfig, *, lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """The optimiser of `cfg` over `params` (tensors or param-group dicts) at `cfg.lr * lr_scale`.
+
+    A group dict may carry its own `"optim": OptimConfig` (algorithm, lr, momentum, decay...); the groups are then
+    split by optimiser and returned as one `OptimizerChain`. `cfg`'s schedule drives every group either way.
+    """
+    groups = list(params)
+    if not any(isinstance(g, dict) and "optim" in g for g in groups):
+        return _one_optimizer(groups, cfg, lr_scale)
+    by_config: dict[int, tuple[OptimConfig, list[Any]]] = {}
+    for group in groups:
+        own = group.get("optim", cfg) if isinstance(group, dict) else cfg
+        rest = {k: v for k, v in group.items() if k != "optim"} if isinstance(group, dict) else {"params": [group]}
+        by_config.setdefault(id(own), (own, []))[1].append(rest)
+    return OptimizerChain([_one_optimizer(gs, own, lr_scale) for own, gs in by_config.values()])
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, total_steps: int,

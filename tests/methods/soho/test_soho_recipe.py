@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lowlabel.engine import runtime as rt
-from lowlabel.engine.recipe import contract_problems
+from lowlabel.engine.recipe import build_optimizer, contract_problems
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.soho import downstream, recipe
 from lowlabel.methods.soho.data import WORDPIECE_SPECIAL, WORDPIECE_VOCAB, PairBatches, WordPieceTokenizer, build_corpus
@@ -43,7 +43,8 @@ def test_official_defaults() -> None:
     assert (o.name, o.lr, o.betas, o.eps, o.weight_decay) == ("adamw", 1e-4, [0.9, 0.999], 1e-6, 0.01)
     assert (o.schedule, o.milestones, o.gamma, o.warmup_steps) == ("step", [25 / 40, 35 / 40], 0.1, 1000)
     assert (cfg.train.epochs, cfg.train.grad_clip) == (40, 10.0)
-    assert cfg.backbone_weight_decay == 1e-4
+    assert (cfg.backbone_optimizer, cfg.optim.lr * cfg.backbone_lr_mult, cfg.backbone_momentum,
+            cfg.backbone_weight_decay) == ("sgd", pytest.approx(1e-2), 0.9, 1e-4)
     v = downstream.VQAConfig()
     assert (v.train.epochs, v.train.grad_clip, v.optim.milestones) == (20, 4.0, [12 / 20, 16 / 20])
 
@@ -67,7 +68,12 @@ def test_param_groups_split_backbone_and_rest() -> None:
     cfg = dataclasses.replace(_tiny(), backbone_lr_mult=0.5)
     model = recipe.build_model(cfg)
     back, rest = recipe.param_groups(model, cfg)
-    assert back["lr"] == 0.5 * cfg.optim.lr and back["weight_decay"] == 1e-4 and "lr" not in rest
+    own = back["optim"]
+    assert (own.name, own.lr, own.momentum, own.weight_decay) == ("sgd", 0.5 * cfg.optim.lr, 0.9, 1e-4)
+    assert set(rest) == {"params"}  # the rest takes `optim` itself
+    optimizer = build_optimizer([back, rest], cfg.optim)
+    kinds = [type(o).__name__ for o in optimizer.optimizers]  # type: ignore[attr-defined]
+    assert kinds == ["SGD", "AdamW"]
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert {id(p) for p in back["params"]} | {id(p) for p in rest["params"]} == trainable
     assert all(not p.requires_grad for p in model.backbone.layer1.parameters())

@@ -49,12 +49,14 @@ def budget(quick: bool) -> DemoBudget:
 def demo_config(b: DemoBudget, seed: int, *, use_dictionary: bool = True) -> recipe.Config:
     """The scaled-down SOHO: width-8 ResNet-18 with the small stem (C5 stride 8, 4x4 tokens after the official
     pool), hidden 128, 2 layers, 4 heads, 128 codes, decay 0.4, MVM probability 0.015 (official); 8 images x 4
-    captions per batch, 32 tokens (the world's captions are longer than 16); AdamW lr `b.lr` for every parameter."""
+    captions per batch, 32 tokens (the world's captions are longer than 16); AdamW lr `b.lr` for every parameter
+    (the demo's recorded runs were made so, before the engine could run SGD on the backbone beside AdamW)."""
     model = recipe.ModelConfig(width=8, small_stem=True, hidden=128, layers=2, heads=4, ffn=512, num_codes=128,
                                use_dictionary=use_dictionary)
     data = recipe.DataConfig(images_per_batch=8, sentence_group=4, max_length=32, scale=[64, 64])
     world = recipe.WorldConfig(n_train=b.n_pretrain, n_test=b.n_test, size=64, max_objects=3, seed=seed)
-    cfg = recipe.Config(model=model, data=data, world=world, eval_captions=1, eval_batch=512)
+    cfg = recipe.Config(model=model, data=data, world=world, eval_captions=1, eval_batch=512,
+                        backbone_optimizer="adamw", backbone_lr_mult=1.0)
     train = dataclasses.replace(cfg.train, max_steps=b.pretrain_steps, seed=seed, log_every=10,
                                 checkpoint_every=10**9)
     optim = dataclasses.replace(cfg.optim, lr=b.lr, warmup_steps=max(1, b.pretrain_steps // 10))

@@ -98,15 +98,17 @@ class WorldConfig:
 
 @dataclass
 class Config:
-    """Official pre-training defaults (AdamW 1e-4, eps 1e-6, wd 0.01; lr x0.1 at epochs 25 and 35 of 40; 1,000
-    warm-up steps; clip 10). Deviations (docs/methods/soho.md): one AdamW for all parameters, the backbone at
-    `backbone_lr_mult` x lr (official: SGD lr 1e-2, momentum 0.9, wd 1e-4); no gradient accumulation; warm-up
-    from 0 (official from 1/3)."""
+    """Official pre-training defaults: `AdamwSGD`, i.e. AdamW 1e-4, eps 1e-6, wd 0.01 on everything but the backbone,
+    plain SGD at 100 x that lr (1e-2), momentum 0.9, wd 1e-4 on the backbone; lr x0.1 at epochs 25 and 35 of 40;
+    1,000 warm-up steps; clip 10. Deviations (docs/methods/soho.md): no gradient accumulation; warm-up from 0
+    (official from 1/3)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
-    backbone_lr_mult: float = 1.0
+    backbone_optimizer: str = "sgd"  # sgd (official) | adamw | adam
+    backbone_lr_mult: float = 100.0  # backbone lr = optim.lr x this
+    backbone_momentum: float = 0.9  # sgd only
     backbone_weight_decay: float = 1e-4
     eval_captions: int = 0  # retrieval: the first k captions of each image (0 = all)
     eval_batch: int = 256  # image-caption pairs per forward pass in retrieval
@@ -172,12 +174,14 @@ def build_model(cfg: Config) -> torch.nn.Module:
 
 
 def param_groups(model: SOHO, cfg: Config) -> list[dict[str, Any]]:
-    """Two AdamW groups: backbone (lr x backbone_lr_mult, wd backbone_weight_decay) and the rest (optim.lr, wd)."""
+    """Two groups, as the official `AdamwSGD`: the backbone with its own optimiser (`backbone_optimizer`, lr
+    optim.lr x backbone_lr_mult, momentum, wd backbone_weight_decay) and the rest with `optim`; one schedule."""
     back = [p for p in model.backbone.parameters() if p.requires_grad]
     ids = {id(p) for p in back}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-    return [{"params": back, "lr": cfg.optim.lr * cfg.backbone_lr_mult, "weight_decay": cfg.backbone_weight_decay},
-            {"params": rest}]
+    own = dataclasses.replace(cfg.optim, name=cfg.backbone_optimizer, lr=cfg.optim.lr * cfg.backbone_lr_mult,
+                              momentum=cfg.backbone_momentum, nesterov=False, weight_decay=cfg.backbone_weight_decay)
+    return [{"params": back, "optim": own}, {"params": rest}]
 
 
 TASKS = ("mlm", "mvm", "itm")
