@@ -1,5 +1,5 @@
 """Registry-wide behaviour tests: every ready method builds, steps, gets its gradients right, round-trips, and its
-quick demo beats its baseline."""
+quick demo gives the verdict its docs page reports."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import torch
 from lowlabel import registry
 
 READY = [m.slug for m in registry.ready()]
+# Ready methods whose quick demo honestly loses to the strongest baseline (README and docs/methods/<slug>.md say so);
+# they must still beat their floor. A method that starts winning fails here, so that README and docs follow it.
+LOSES_TO_STRONGEST_BASELINE = {"sg_retrieval"}
 if not READY:
     pytest.skip("no method is ready yet", allow_module_level=True)
 
@@ -44,7 +47,9 @@ def test_state_dict_round_trips(slug, cpu_runtime, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("slug", READY)
-def test_quick_demo_beats_its_baseline(slug, cpu_runtime, tmp_path):
+def test_quick_demo_gives_the_documented_verdict(slug, cpu_runtime, tmp_path):
     result = registry.get(slug).demo().run(quick=True, out=tmp_path, runtime=cpu_runtime)
     assert result.method in result.rows and result.baseline in result.rows
-    assert result.wins, f"{slug}: {result.method} did not beat {result.baseline}: {result.rows}"
+    assert result.works, f"{slug}: {result.method} is below its floor {result.floor}: {result.rows}"
+    expected = slug not in LOSES_TO_STRONGEST_BASELINE
+    assert result.wins == expected, f"{slug}: {result.verdict} (documented: wins={expected}) {result.rows}"

@@ -1,4 +1,5 @@
-"""What a method's demo returns: its headline metric beside named baselines, and whether the method won."""
+"""What a method's demo returns: its headline metric beside named baselines, whether the method beat the strongest
+one, and whether it at least beat its floor (a reference any working implementation must beat)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 
 @dataclass
 class DemoResult:
-    """Rows of metrics per model; `method` and `baseline` name the two rows the headline comparison uses."""
+    """Rows of metrics per model; `method` and `baseline` name the two rows of the headline comparison (the
+    baseline is the strongest reasonable one, which the method may lose to). `floor` names a row any working
+    implementation beats (random, a trivial rule); empty: the baseline is the floor."""
 
     slug: str
     metric: str
@@ -19,14 +22,32 @@ class DemoResult:
     higher_is_better: bool = True
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    floor: str = ""
+
+    def _beats(self, other: str) -> bool:
+        ours, theirs = self.rows[self.method][self.metric], self.rows[other][self.metric]
+        return ours > theirs if self.higher_is_better else ours < theirs
 
     @property
     def wins(self) -> bool:
-        ours, theirs = self.rows[self.method][self.metric], self.rows[self.baseline][self.metric]
-        return ours > theirs if self.higher_is_better else ours < theirs
+        """The method beats the named (strongest) baseline."""
+        return self._beats(self.baseline)
+
+    @property
+    def works(self) -> bool:
+        """The method beats its floor: it learned something (a demo failing this is a bug, not a finding)."""
+        return self._beats(self.floor or self.baseline)
+
+    @property
+    def verdict(self) -> str:
+        """One sentence: the headline comparison, and the floor when the method loses it."""
+        if self.wins:
+            return f"{self.method} beats {self.baseline} on {self.metric}."
+        floor = f" (it does beat {self.floor})" if self.floor and self.works else ""
+        return f"{self.method} does NOT beat {self.baseline} on {self.metric}{floor}."
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "wins": self.wins}
+        return {**asdict(self), "wins": self.wins, "works": self.works, "verdict": self.verdict}
 
 
 @dataclass

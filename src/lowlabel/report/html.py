@@ -153,9 +153,10 @@ def demo_section(result: Mapping[str, Any], figures: Sequence[Path]) -> Section:
         css = "method" if name == result["method"] else "baseline" if name == result["baseline"] else ""
         tag = " (method)" if css == "method" else " (baseline)" if css == "baseline" else ""
         table.rows.append({"cells": [name + tag, *cells], "css": css})
-    verdict = "beats" if result.get("wins") else "does NOT beat"
+    verdict = result.get("verdict") or (f"{result['method']} {'beats' if result.get('wins') else 'does NOT beat'} "
+                                        f"{result['baseline']} on {result['metric']}.")
     return Section(result["slug"], registry.get(result["slug"]).title, list(result.get("notes", [])), [table],
-                   _file_images(figures), f"{result['method']} {verdict} {result['baseline']} on {result['metric']}.")
+                   _file_images(figures), verdict)
 
 
 def demo_report(results: Sequence[tuple[Mapping[str, Any], Sequence[Path]]], out: str | Path, *,

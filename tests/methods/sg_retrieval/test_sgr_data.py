@@ -15,12 +15,12 @@ from lowlabel.errors import LowlabelError
 from lowlabel.methods.sg_retrieval.data import (
     PairBatches,
     caption_arrays,
-    official_data,
     read_captions,
     read_graph_pickle,
     read_vg_scene_graphs,
 )
 from lowlabel.methods.sg_retrieval.graphs import PackedGraphs, build_graph, clean_label, from_adjacency
+from lowlabel.methods.sg_retrieval.sources import official_data
 
 VG = [
     {
@@ -178,14 +178,76 @@ def test_official_folder_with_precomputed_relevance_and_split(tmp_path):
 
 
 def test_official_folder_errors_name_what_is_missing(tmp_path):
-    with pytest.raises(LowlabelError, match="is not a folder"):
+    with pytest.raises(LowlabelError, match=r"neither a folder nor a \.yaml/\.json manifest"):
         official_data(tmp_path / "nope")
     with pytest.raises(LowlabelError, match=r"no scene_graphs\.json and no"):
         official_data(tmp_path)
     (tmp_path / "scene_graphs.json").write_text(json.dumps(VG))
-    with pytest.raises(LowlabelError, match=r"neither captions\.json nor"):
+    with pytest.raises(LowlabelError, match="no captions and no relevance matrix"):
         official_data(tmp_path)
     np.save(tmp_path / "vg_sbert_mean.npy", np.eye(1, dtype=np.float32))
     np.save(tmp_path / "vg_sbert_img_id.npy", np.array([11]))
     with pytest.raises(LowlabelError, match="has no row for images 12"):
         official_data(tmp_path)
+
+
+def test_read_resnet_features_official_hdf5(tmp_path):
+    import h5py
+
+    from lowlabel.methods.sg_retrieval.data import read_resnet_features
+
+    features = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with h5py.File(tmp_path / "resnet152.h5", "w") as fh:  # as preprocess/extract_resnet_feature.py writes it
+        fh.create_dataset("resnet_feature", data=features)
+        fh.create_dataset("id", data=[2407, 11, 35])
+    got, ids = read_resnet_features(tmp_path / "resnet152.h5")
+    assert ids == ["2407", "11", "35"] and got.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), features)
+    with h5py.File(tmp_path / "bad.h5", "w") as fh:
+        fh.create_dataset("resnet_feature", data=np.array([[1.0, np.nan]]))
+        fh.create_dataset("id", data=[1])
+    with pytest.raises(LowlabelError, match=r"bad\.h5: resnet_feature holds NaN"):
+        read_resnet_features(tmp_path / "bad.h5")
+
+
+def test_read_human_ratings_counts_votes_per_triplet(tmp_path):
+    from lowlabel.methods.sg_retrieval.data import read_human_ratings
+
+    (tmp_path / "t.csv").write_text("triplet_id,query_id,target_id1,target_id2\n7,1,2,3\n9,1,3,4\n5,2,1,4\n")
+    (tmp_path / "a.csv").write_text("user_id,answer,triplet_id\nuser_0,0,7\nuser_1,0,7\nuser_2,1,7\nuser_0,2,7\n"
+                                    "user_1,3,9\nuser_2,3,9\n")
+    triples, votes = read_human_ratings(tmp_path / "t.csv", tmp_path / "a.csv")
+    assert triples == [("1", "2", "3"), ("1", "3", "4"), ("2", "1", "4")]
+    # columns o1, o2, both, neither, worked out by hand from the answers above
+    assert votes.tolist() == [[2, 1, 1, 0], [0, 0, 0, 2], [0, 0, 0, 0]]
+    (tmp_path / "a.csv").write_text("user_id,answer,triplet_id\nuser_0,4,7\n")
+    with pytest.raises(LowlabelError, match=r"a\.csv line 2: answer '4'"):
+        read_human_ratings(tmp_path / "t.csv", tmp_path / "a.csv")
+    (tmp_path / "a.csv").write_text("user_id,answer,triplet_id\nuser_0,1,8\n")
+    with pytest.raises(LowlabelError, match=r"a\.csv line 2: triplet 8 is not in"):
+        read_human_ratings(tmp_path / "t.csv", tmp_path / "a.csv")
+
+
+def test_manifest_names_files_of_any_name(tmp_path):
+    """A manifest lets a dataset keep its own file names; paths are relative to the manifest."""
+    (tmp_path / "my").mkdir()
+    (tmp_path / "my" / "graphs of mine.json").write_text(json.dumps([*VG, {**VG[0], "image_id": 10}]))
+    rel = np.array([[1.0, 0.5, 0.1], [0.5, 0.9, 0.2], [0.1, 0.2, 0.8]], dtype=np.float32)  # ids 12, 11, 10
+    np.save(tmp_path / "my" / "rel.npy", rel)
+    np.save(tmp_path / "my" / "rel_ids.npy", np.array([12, 11, 10]))
+    (tmp_path / "my" / "halves.json").write_text(json.dumps({"11": "train", "12": "test"}))
+    manifest = tmp_path / "my" / "set.yaml"
+    manifest.write_text("graphs: graphs of mine.json\nrelevance: rel.npy\nrelevance_ids: rel_ids.npy\n"
+                        "split: halves.json\n")
+    with pytest.raises(LowlabelError, match="leaves 1 train / 1 test"):  # the manifest's split file was read
+        official_data(manifest)
+    manifest.write_text("graphs: graphs of mine.json\nrelevance: rel.npy\nrelevance_ids: rel_ids.npy\n")
+    data = official_data(manifest)
+    assert [g.image_id for g in data.graphs] == ["11", "12", "10"] and data.encoder == "precomputed:rel.npy"
+    torch.testing.assert_close(data.relevance, torch.tensor([[0.9, 0.5, 0.2], [0.5, 1.0, 0.1], [0.2, 0.1, 0.8]]))
+    manifest.write_text("graphs: graphs of mine.json\ncaptoins: c.json\n")
+    with pytest.raises(LowlabelError, match="unknown keys captoins"):
+        official_data(manifest)
+    manifest.write_text("graphs: missing.json\n")
+    with pytest.raises(LowlabelError, match=r"graphs file .*missing\.json does not exist"):
+        official_data(manifest)

@@ -136,3 +136,11 @@ def test_figures_are_the_pngs_of_the_folder(tmp_path):
     (tmp_path / "gallery.png").write_bytes(b"png")
     (tmp_path / "summary.json").write_text("{}")
     assert figures(tmp_path) == [tmp_path / "gallery.png"]
+
+
+def test_top_matches_excludes_the_query_and_breaks_ties_by_column():
+    from lowlabel.methods.sg_retrieval.figures import top_matches
+
+    scores = torch.tensor([[9.0, 1.0, 3.0, 3.0, 2.0], [0.0] * 5, [0.0] * 5, [0.0] * 5, [0.0] * 5])
+    assert top_matches(scores, 0, k=3) == [2, 3, 4]
+    assert top_matches(scores, 0, k=10) == [2, 3, 4, 1]  # at most the 4 other items

@@ -1,13 +1,12 @@
 """Readers for the official formats (VG scene_graphs.json, the IRSGS graph pickle, COCO/Karpathy caption JSON,
-relevance .npy), the two data sources of training (`official_data`: a folder of those files; `shapes_data`: the shapes
-world) and the training-pair sampler of IRSGS."""
+relevance .npy, split JSON, ResNet-152 features HDF5, the human relevance judgements triplets.csv + anon_results.csv)
+and the training-pair sampler of IRSGS. Every reader turns a broken file into a LowlabelError naming it."""
 
 from __future__ import annotations
 
-import json
+import csv
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,49 +15,68 @@ import torch
 
 from lowlabel.engine.runtime import Runtime
 from lowlabel.errors import LowlabelError
-from lowlabel.methods.sg_retrieval.graphs import PackedGraphs, SceneGraph, build_graph, from_adjacency, shapes_graph
-from lowlabel.methods.sg_retrieval.losses import caption_relevance
-from lowlabel.nn import text
+from lowlabel.extras import require
+from lowlabel.files import read_json
+from lowlabel.methods.sg_retrieval.graphs import PackedGraphs, SceneGraph, build_graph, from_adjacency
 
 
-def load_json(path: Path) -> Any:
-    """Parsed JSON of `path`; a missing or malformed file is an error naming it."""
-    if not path.is_file():
-        raise LowlabelError(f"{path} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf8"))
-    except json.JSONDecodeError as err:
-        raise LowlabelError(f"{path} is not valid JSON: {err}") from None
+def load_json(path: Path, what: str = "JSON file") -> Any:
+    """Parsed JSON of `path`; a missing, non-UTF-8 or malformed file is an error naming it."""
+    return read_json(path, what)
 
 
-def vg_record_graph(record: dict, where: str = "input") -> SceneGraph:
+def _labels(value: Any, where: str) -> list[str]:
+    """A list of label strings (a single string is one label); anything else is an error naming `where`."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise LowlabelError(f"{where}: expected a list of label strings, found {str(value)[:60]}")
+    return value
+
+
+def vg_record_graph(record: Any, where: str = "input") -> SceneGraph:
     """One Visual Genome scene_graphs.json record -> SceneGraph (objects[].names[0], objects[].attributes,
     relationships[] with subject_id/object_id or subject/object dicts, predicate)."""
+    if not isinstance(record, dict):
+        raise LowlabelError(f"{where}: a scene-graph record is {type(record).__name__}, not an object")
     image_id = record.get("image_id", record.get("id"))
     if image_id is None:
         raise LowlabelError(f"{where}: a scene-graph record has no image_id")
-    objects = record.get("objects") or []
+    objects, relationships = record.get("objects") or [], record.get("relationships") or []
+    if not isinstance(objects, list) or not isinstance(relationships, list):
+        raise LowlabelError(f"{where}: image {image_id}: objects and relationships must be lists")
     position, names, attrs = {}, [], []
     for k, obj in enumerate(objects):
-        oid = obj.get("object_id", obj.get("id"))
-        label = (obj.get("names") or [obj.get("name", "")])[0]
-        if oid is None or not label:
+        oid = obj.get("object_id", obj.get("id")) if isinstance(obj, dict) else None
+        label = _labels(obj.get("names") or obj.get("name") or [], f"{where}: image {image_id}, object {k} names") \
+            if isinstance(obj, dict) else []
+        if oid is None or not isinstance(oid, (int, str)) or not label:
             raise LowlabelError(f"{where}: image {image_id}, object {k} lacks object_id or a name")
         position[oid] = k
-        names.append(label)
-        attrs.append(list(obj.get("attributes") or []))
+        names.append(label[0])
+        attrs.append(_labels(obj.get("attributes") or [], f"{where}: image {image_id}, object {k} attributes"))
     relations = []
-    for k, rel in enumerate(record.get("relationships") or []):
-        sid = rel.get("subject_id", (rel.get("subject") or {}).get("object_id"))
-        oid = rel.get("object_id", (rel.get("object") or {}).get("object_id"))
-        if sid not in position or oid not in position:
-            missing = sid if sid not in position else oid
+    for k, rel in enumerate(relationships):
+        if not isinstance(rel, dict):
+            raise LowlabelError(f"{where}: image {image_id}, relationship {k} is not an object")
+        sid = rel.get("subject_id", _object_id(rel.get("subject")))
+        oid = rel.get("object_id", _object_id(rel.get("object")))
+        predicate = rel.get("predicate", "")
+        if not isinstance(predicate, str):
+            raise LowlabelError(f"{where}: image {image_id}, relationship {k}: predicate must be a string")
+        missing = [i for i in (sid, oid) if not isinstance(i, (int, str)) or i not in position]
+        if missing:
             raise LowlabelError(
-                f"{where}: image {image_id}, relationship {rel.get('relationship_id', k)} ('{rel.get('predicate')}') "
-                f"refers to object id {missing}, which is not among the image's objects; fix or drop the relationship"
+                f"{where}: image {image_id}, relationship {rel.get('relationship_id', k)} ('{predicate}') "
+                f"refers to object id {missing[0]}, which is not among the image's objects; fix or drop the "
+                "relationship"
             )
-        relations.append((position[sid], str(rel.get("predicate", "")), position[oid]))
-    return build_graph(str(image_id), names, attrs, relations)
+        relations.append((position[sid], predicate, position[oid]))
+    return build_graph(str(image_id), names, attrs, relations, where)
+
+
+def _object_id(ref: Any) -> Any:
+    return ref.get("object_id") if isinstance(ref, dict) else None
 
 
 def read_vg_scene_graphs(path: str | Path) -> list[SceneGraph]:
@@ -94,7 +112,8 @@ def read_graph_pickle(path: str | Path) -> list[SceneGraph]:
     try:
         with path.open("rb") as fh:
             records = _ArraysOnly(fh).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as err:
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError, IndexError, KeyError,
+            UnicodeDecodeError, OverflowError, MemoryError) as err:
         raise LowlabelError(f"{path} is not an IRSGS graph pickle of plain lists/dicts/arrays: {err}") from None
     if not isinstance(records, list):
         raise LowlabelError(f"{path}: expected a list of graph dicts, found {type(records).__name__}")
@@ -103,7 +122,9 @@ def read_graph_pickle(path: str | Path) -> list[SceneGraph]:
         image_id = rec.get("imgid", rec.get("cocoid", k)) if isinstance(rec, dict) else k
         if not isinstance(rec, dict) or "node_labels" not in rec or "adj" not in rec:
             raise LowlabelError(f"{path}: record {k} (image {image_id}) lacks node_labels/adj")
-        graphs.append(from_adjacency(str(image_id), list(rec["node_labels"]), np.asarray(rec["adj"])))
+        labels = _labels(list(rec["node_labels"]) if isinstance(rec["node_labels"], (list, tuple)) else None,
+                         f"{path}: record {k} node_labels")
+        graphs.append(from_adjacency(str(image_id), labels, rec["adj"], where=str(path)))
     return graphs
 
 
@@ -121,30 +142,117 @@ def read_captions(path: str | Path) -> dict[str, list[str]]:
     """Captions per image id (annotation order) from COCO captions JSON (`annotations[*].image_id/caption`) or a
     Karpathy split JSON (`images[*].sentences[*].raw`, id = cocoid if present, else imgid)."""
     path = Path(path)
-    data = load_json(path)
+    data = load_json(path, "captions file")
     out: dict[str, list[str]] = {}
-    if isinstance(data, dict) and "annotations" in data:
+    if isinstance(data, dict) and isinstance(data.get("annotations"), list):
         for k, ann in enumerate(data["annotations"]):
-            if "image_id" not in ann or "caption" not in ann:
-                raise LowlabelError(f"{path}: annotation {k} lacks image_id or caption")
-            out.setdefault(str(ann["image_id"]), []).append(str(ann["caption"]))
+            if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
+                raise LowlabelError(f"{path}: annotation {k} lacks image_id or a caption string")
+            out.setdefault(str(ann["image_id"]), []).append(ann["caption"])
         return out
-    if isinstance(data, dict) and "images" in data:
+    if isinstance(data, dict) and isinstance(data.get("images"), list):
         for k, img in enumerate(data["images"]):
-            image_id = img.get("cocoid", img.get("imgid"))
-            if image_id is None or "sentences" not in img:
-                raise LowlabelError(f"{path}: image entry {k} lacks cocoid/imgid or sentences")
-            out[str(image_id)] = [str(s.get("raw", "")) for s in img["sentences"]]
+            image_id = img.get("cocoid", img.get("imgid")) if isinstance(img, dict) else None
+            sentences = img.get("sentences") if isinstance(img, dict) else None
+            if image_id is None or not isinstance(sentences, list) or not all(isinstance(x, dict) for x in sentences):
+                raise LowlabelError(f"{path}: image entry {k} lacks cocoid/imgid or a list of sentences")
+            out[str(image_id)] = [str(x.get("raw", "")) for x in sentences]
         return out
     raise LowlabelError(f"{path}: not a COCO captions file (annotations) nor a Karpathy split file (images)")
 
 
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    """A numeric .npy array (no pickled objects); a missing or corrupt file is an error naming it."""
+    if not path.is_file():
+        raise LowlabelError(f"{what} {path} does not exist")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise LowlabelError(f"{what} {path} is not a readable .npy array ({err})") from None
+
+
 def read_relevance(matrix: str | Path, ids: str | Path) -> tuple[torch.Tensor, list[str]]:
     """The official relevance files: (N, N) float32 `<ds>_sbert_mean.npy` and the (N,) id `.npy` (sorted ids)."""
-    rel, idx = np.load(matrix, mmap_mode="r"), np.load(ids)
-    if rel.ndim != 2 or rel.shape[0] != rel.shape[1] or rel.shape[0] != len(idx):
-        raise LowlabelError(f"relevance {matrix} has shape {rel.shape} but {ids} holds {len(idx)} ids")
-    return torch.from_numpy(np.asarray(rel, dtype=np.float32)), [str(i) for i in idx.tolist()]
+    matrix, ids = Path(matrix), Path(ids)
+    rel, idx = _load_npy(matrix, "relevance matrix"), _load_npy(ids, "relevance ids")
+    if rel.ndim != 2 or rel.shape[0] != rel.shape[1] or idx.ndim != 1 or rel.shape[0] != len(idx):
+        raise LowlabelError(f"relevance {matrix} has shape {rel.shape} but {ids} holds {idx.shape} ids; they must be "
+                            "(N, N) and (N,)")
+    if rel.dtype.kind not in "fiu":
+        raise LowlabelError(f"relevance {matrix} holds {rel.dtype}, not numbers")
+    out = torch.from_numpy(np.array(rel, dtype=np.float32))
+    if not bool(torch.isfinite(out).all()):
+        raise LowlabelError(f"relevance {matrix} holds NaN or Inf; recompute it")
+    return out, [str(i) for i in idx.tolist()]
+
+
+def read_split(path: str | Path) -> dict[str, str]:
+    """The official split JSON {image_id: "train" | "test" | ...} (other values, e.g. "val", are ignored)."""
+    path = Path(path)
+    split = load_json(path, "split file")
+    if not isinstance(split, dict) or not all(isinstance(v, str) for v in split.values()):
+        raise LowlabelError(f"{path}: expected a JSON object {{image_id: \"train\" | \"test\"}}")
+    return {str(k): v for k, v in split.items()}
+
+
+def read_resnet_features(path: str | Path) -> tuple[torch.Tensor, list[str]]:
+    """The official ResNet-152 feature file (preprocess/extract_resnet_feature.py): HDF5 with `resnet_feature`
+    (N, D) float (D = 2048, penultimate layer) and `id` (N,) image ids -> ((N, D) float32, ids as strings)."""
+    h5py = require("h5py", "medical", "the official ResNet features file")
+    path = Path(path)
+    if not path.is_file():
+        raise LowlabelError(f"ResNet features file {path} does not exist")
+    try:
+        with h5py.File(path, "r") as fh:
+            if "resnet_feature" not in fh or "id" not in fh:
+                raise LowlabelError(f"{path}: expected HDF5 datasets 'resnet_feature' (N, D) and 'id' (N,), found "
+                                    f"{sorted(fh.keys())}")
+            features, ids = np.asarray(fh["resnet_feature"][()]), np.asarray(fh["id"][()])
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise LowlabelError(f"ResNet features file {path} is not a readable HDF5 file ({err})") from None
+    if features.ndim != 2 or ids.ndim != 1 or len(ids) != len(features) or features.dtype.kind not in "fiu":
+        raise LowlabelError(f"{path}: resnet_feature is {features.shape} {features.dtype} and id is {ids.shape}; "
+                            "they must be (N, D) numbers and (N,)")
+    if not np.isfinite(features).all():
+        raise LowlabelError(f"{path}: resnet_feature holds NaN or Inf; re-extract the features")
+    names = [i.decode("utf-8", "replace") if isinstance(i, bytes) else str(i) for i in ids.tolist()]
+    return torch.from_numpy(features.astype(np.float32)), names
+
+
+def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header holding `columns`; a missing, non-UTF-8 or short file names itself."""
+    if not path.is_file():
+        raise LowlabelError(f"{path} does not exist")
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+                raise LowlabelError(f"{path}: the header must name the columns {', '.join(columns)}")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise LowlabelError(f"{path} is not a UTF-8 CSV file ({err})") from None
+    for n, row in enumerate(rows, 2):
+        if any(row.get(c) in (None, "") for c in columns):
+            raise LowlabelError(f"{path} line {n}: a value of {', '.join(columns)} is missing")
+    return rows
+
+
+def read_human_ratings(triplets: str | Path, answers: str | Path) -> tuple[list[tuple[str, str, str]], torch.Tensor]:
+    """The official human relevance judgements: `triplets.csv` (triplet_id, query_id, target_id1, target_id2) and
+    `anon_results.csv` (user_id, answer, triplet_id; answer 0 = target 1 more relevant, 1 = target 2, 2 = both,
+    3 = neither) -> the (query, target1, target2) id triples in file order and their (T, 4) vote counts
+    (o1, o2, both, neither), as the authors' notebook pivots them."""
+    triplets, answers = Path(triplets), Path(answers)
+    rows = _csv_rows(triplets, ("triplet_id", "query_id", "target_id1", "target_id2"))
+    position = {r["triplet_id"]: k for k, r in enumerate(rows)}
+    votes = torch.zeros(len(rows), 4, dtype=torch.long)
+    for n, row in enumerate(_csv_rows(answers, ("user_id", "answer", "triplet_id")), 2):
+        if row["answer"] not in ("0", "1", "2", "3"):
+            raise LowlabelError(f"{answers} line {n}: answer '{row['answer']}' is not 0, 1, 2 or 3")
+        if row["triplet_id"] not in position:
+            raise LowlabelError(f"{answers} line {n}: triplet {row['triplet_id']} is not in {triplets}")
+        votes[position[row["triplet_id"]], int(row["answer"])] += 1
+    return [(r["query_id"], r["target_id1"], r["target_id2"]) for r in rows], votes
 
 
 def caption_arrays(captions: dict[str, list[str]], ids: list[str]) -> tuple[list[str], torch.Tensor]:
@@ -160,85 +268,6 @@ def caption_arrays(captions: dict[str, list[str]], ids: list[str]) -> tuple[list
         texts += caps
         owner += [i] * len(caps)
     return texts, torch.tensor(owner, dtype=torch.long)
-
-
-@dataclass
-class RetrievalData:
-    """Graphs, their (N, N) surrogate relevance, and train/test index tensors (scenes: shapes-world ground truth)."""
-
-    graphs: list[SceneGraph]
-    relevance: torch.Tensor
-    train: torch.Tensor
-    test: torch.Tensor
-    encoder: str
-    scenes: list | None = None
-
-
-def _split(n: int, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, test) indices: the last `test_fraction` of the n images (at least one) are the test split."""
-    n_test = max(1, round(n * test_fraction))
-    if n - n_test < 2:
-        raise LowlabelError(f"{n} images are too few to split off {n_test} test images; add data")
-    return torch.arange(n - n_test), torch.arange(n - n_test, n)
-
-
-def shapes_data(n_scenes: int, *, captions_per_image: int = 5, encoder: str = "minilm", test_fraction: float = 0.2,
-                seed: int = 0) -> RetrievalData:
-    """Shapes-world scenes: ground-truth scene graphs, `captions_per_image` templated captions each, relevance from
-    the sentence `encoder` (minilm | tfidf); the last `test_fraction` of the scenes are the test split."""
-    from lowlabel.data.synth.shapes import ShapesConfig, ShapesDataset
-
-    world = ShapesDataset(n_scenes, seed=seed, cfg=ShapesConfig(n_captions=captions_per_image))
-    scenes = [world.scene(i) for i in range(n_scenes)]
-    graphs = [shapes_graph(s.scene_graph(), str(i)) for i, s in enumerate(scenes)]
-    texts = [c for s in scenes for c in s.captions]
-    owner = torch.arange(len(scenes)).repeat_interleave(torch.tensor([len(s.captions) for s in scenes]))
-    emb = text.sentence_encoder(encoder).encode(texts)
-    rel = caption_relevance(emb, owner, n_images=len(scenes), captions_per_image=captions_per_image)
-    train, test = _split(len(scenes), test_fraction)
-    return RetrievalData(graphs, rel, train, test, encoder, scenes)
-
-
-def official_data(root: str | Path, *, captions_per_image: int = 5, encoder: str = "minilm",
-                  test_fraction: float = 0.2) -> RetrievalData:
-    """A folder with graphs (scene_graphs.json or *.pkl), captions (captions.json: COCO or Karpathy; relevance from
-    the sentence `encoder`) or relevance (*_sbert_mean.npy + *_sbert_img_id.npy), and optionally split.json
-    {image_id: "train" | "test"} (else the last `test_fraction` of the graphs are the test split)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise LowlabelError(f"--data {root} is not a folder")
-    graph_files = [root / "scene_graphs.json"] if (root / "scene_graphs.json").is_file() else sorted(root.glob("*.pkl"))
-    if not graph_files:
-        raise LowlabelError(f"{root} holds no scene_graphs.json and no *.pkl graph file")
-    graphs = read_graphs(graph_files[0])
-    ids = [g.image_id for g in graphs]
-    rel_files = sorted(root.glob("*_sbert_mean.npy"))
-    if rel_files:
-        rel_all, rel_ids = read_relevance(rel_files[0], str(rel_files[0]).replace("_mean.npy", "_img_id.npy"))
-        where = {r: i for i, r in enumerate(rel_ids)}
-        missing = [i for i in ids if i not in where]
-        if missing:
-            raise LowlabelError(f"{rel_files[0]} has no row for images {', '.join(missing[:5])}")
-        pos = torch.tensor([where[i] for i in ids])
-        rel, source = rel_all[pos][:, pos], f"precomputed:{rel_files[0].name}"
-    elif (root / "captions.json").is_file():
-        texts, owner = caption_arrays(read_captions(root / "captions.json"), ids)
-        emb = text.sentence_encoder(encoder).encode(texts)
-        rel = caption_relevance(emb, owner, n_images=len(ids), captions_per_image=captions_per_image)
-        source = encoder
-    else:
-        raise LowlabelError(f"{root} holds neither captions.json nor *_sbert_mean.npy: one defines the training target")
-    if (root / "split.json").is_file():
-        split = load_json(root / "split.json")
-        train = torch.tensor([i for i, g in enumerate(ids) if split.get(g) == "train"], dtype=torch.long)
-        test = torch.tensor([i for i, g in enumerate(ids) if split.get(g) == "test"], dtype=torch.long)
-        if len(train) < 2 or len(test) < 1:
-            raise LowlabelError(
-                f"{root / 'split.json'} leaves {len(train)} train / {len(test)} test images that have graphs"
-            )
-    else:
-        train, test = _split(len(ids), test_fraction)
-    return RetrievalData(graphs, rel, train, test, source)
 
 
 class PairBatches:

@@ -60,3 +60,54 @@ def agreement(scores: torch.Tensor, triplets: torch.Tensor, votes: torch.Tensor)
     """Triplet agreement of a score matrix (Q, C) with the panel's votes on `triplets` (T, 3)."""
     q, a, b = triplets.unbind(1)
     return triplet_agreement(scores[q, a], scores[q, b], votes)
+
+
+def _first_stage_pool(first_stage: torch.Tensor, rows: torch.Tensor, size: int) -> torch.Tensor:
+    """(len(rows), P) each query row's `size` nearest database items by first-stage cosine, itself excluded."""
+    f = torch.nn.functional.normalize(first_stage.float(), dim=1)
+    sim = f[rows] @ f.T
+    sim[torch.arange(len(rows)), rows] = -float("inf")
+    return torch.topk(sim, min(size, f.shape[0] - 1), dim=1).indices
+
+
+def ranking_metrics(z: torch.Tensor, truth: torch.Tensor, *, queries: int = 0, first_stage: torch.Tensor | None = None,
+                    pool_size: int = 100, ks: tuple[int, ...] = (5, 10, 20), chunk: int = 1024) -> dict[str, float]:
+    """Mean nDCG@k (IRSGS discount) of retrieval by dot product of the unit embeddings z (N, H) over a database of
+    all N items, the query excluded: `ndcg@k` ranks the whole database, and with `first_stage` features (N, D) (the
+    official ResNet-152) `pool_ndcg@k` re-ranks each query's `pool_size` nearest items by first-stage cosine (the
+    official protocol). truth: (N, N) relevance. Queries: the first `queries` items (0 = all), `chunk` at a time, so
+    memory stays O(chunk x N)."""
+    n = z.shape[0]
+    n_q = n if queries <= 0 else min(queries, n)
+    sums = {f"ndcg@{k}": 0.0 for k in ks} | ({f"pool_ndcg@{k}": 0.0 for k in ks} if first_stage is not None else {})
+    for start in range(0, n_q, chunk):
+        rows = torch.arange(start, min(start + chunk, n_q))
+        scores, rel = z[rows] @ z.T, truth[rows].to(z.device)
+        valid = torch.ones_like(scores, dtype=torch.bool)
+        valid[torch.arange(len(rows)), rows] = False
+        for k in ks:
+            sums[f"ndcg@{k}"] += float(ndcg_at_k(scores, rel, k, "irsgs", valid=valid).sum())
+        if first_stage is not None:
+            pool = _first_stage_pool(first_stage, rows, pool_size).to(z.device)
+            for k in ks:
+                sums[f"pool_ndcg@{k}"] += float(ndcg_at_k(scores.gather(1, pool), rel.gather(1, pool), k, "irsgs")
+                                                .sum())
+    return {key: value / n_q for key, value in sums.items()}
+
+
+def human_agreement(z: torch.Tensor, triplets: torch.Tensor, votes: torch.Tensor,
+                    first_stage: torch.Tensor | None = None, pool_size: int = 100) -> float:
+    """Triplet agreement (`metrics.retrieval.triplet_agreement`) of dot-product scores of z (N, H) with human votes
+    (T, 4) on triplets (T, 3) of item indices. With `first_stage` features, as the official protocol: a target
+    outside the query's `pool_size` first-stage candidates scores -inf, and where both are outside the first-stage
+    cosines decide."""
+    q, a, b = triplets.unbind(1)
+    sa, sb = (z[q] * z[a]).sum(1), (z[q] * z[b]).sum(1)
+    if first_stage is None:
+        return triplet_agreement(sa, sb, votes)
+    pool = _first_stage_pool(first_stage, q, pool_size).to(z.device)
+    in_a, in_b = (pool == a[:, None]).any(1), (pool == b[:, None]).any(1)
+    f = torch.nn.functional.normalize(first_stage.float(), dim=1)
+    fallback = ((f[q] * f[a]).sum(1), (f[q] * f[b]).sum(1))
+    inf = torch.full_like(sa, -float("inf"))
+    return triplet_agreement(torch.where(in_a, sa, inf), torch.where(in_b, sb, inf), votes, fallback=fallback)

@@ -46,22 +46,24 @@ def build_graph(
     objects: Sequence[str],
     attributes: Sequence[Sequence[str]],
     relations: Sequence[tuple[int, str, int]],
+    where: str = "input",
 ) -> SceneGraph:
     """The IRSGS graph of one image from object labels, per-object attribute labels and (subject, predicate, object)
     relations over object positions. An image with no object, or a relation naming a missing object, is an error
-    that names `image_id`."""
+    that names `where` (the file) and `image_id`."""
     if not objects:
-        raise LowlabelError(f"scene graph of image {image_id} has no object; drop the record or add its objects")
+        raise LowlabelError(f"{where}: scene graph of image {image_id} has no object; drop the record or add its "
+                            "objects")
     if len(attributes) != len(objects):
         raise LowlabelError(
-            f"scene graph of image {image_id}: {len(attributes)} attribute lists for {len(objects)} objects"
+            f"{where}: scene graph of image {image_id}: {len(attributes)} attribute lists for {len(objects)} objects"
         )
     n_obj = len(objects)
     for k, (s, pred, o) in enumerate(relations):
         if not (0 <= s < n_obj and 0 <= o < n_obj):
             raise LowlabelError(
-                f"scene graph of image {image_id}: relation {k} ('{pred}') links objects {s} -> {o}, but the graph has "
-                f"objects 0..{n_obj - 1}; fix the relation's subject/object ids"
+                f"{where}: scene graph of image {image_id}: relation {k} ('{pred}') links objects {s} -> {o}, but the "
+                f"graph has objects 0..{n_obj - 1}; fix the relation's subject/object ids"
             )
     attr_owner = [j for j, attrs in enumerate(attributes) for _ in attrs]
     labels = [clean_label(x) for x in objects]
@@ -75,14 +77,21 @@ def build_graph(
     return SceneGraph(str(image_id), labels, np.asarray(edges, dtype=np.int64).reshape(-1, 2))
 
 
-def from_adjacency(image_id: str, node_labels: Sequence[str], adj: np.ndarray) -> SceneGraph:
-    """A graph given as node labels and an (n, n) directed 0/1 adjacency (the official pickle layout)."""
-    adj = np.asarray(adj)
+def from_adjacency(image_id: str, node_labels: Sequence[str], adj: object, where: str = "input") -> SceneGraph:
+    """A graph given as node labels and an (n, n) directed 0/1 adjacency (the official pickle layout); `where`
+    (the file) is named in errors."""
     n = len(node_labels)
     if n == 0:
-        raise LowlabelError(f"scene graph of image {image_id} has no node; drop the record")
+        raise LowlabelError(f"{where}: scene graph of image {image_id} has no node; drop the record")
+    try:
+        adj = np.asarray(adj, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise LowlabelError(f"{where}: scene graph of image {image_id}: adj is not a numeric matrix") from None
     if adj.shape != (n, n):
-        raise LowlabelError(f"scene graph of image {image_id}: adj is {adj.shape} but there are {n} node labels")
+        raise LowlabelError(f"{where}: scene graph of image {image_id}: adj is {adj.shape} but there are {n} node "
+                            "labels")
+    if not np.isfinite(adj).all():
+        raise LowlabelError(f"{where}: scene graph of image {image_id}: adj holds NaN or Inf")
     src, dst = np.nonzero(adj)
     return SceneGraph(str(image_id), [clean_label(x) for x in node_labels], np.stack([src, dst], 1).astype(np.int64))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from lowlabel.engine import checkpoint as ckpt
 from lowlabel.engine.batches import embed
 from lowlabel.errors import LowlabelError
 from lowlabel.extras import require
+from lowlabel.files import atomic_path, read_json, write_json
 from lowlabel.methods.sg_retrieval.graphs import PackedGraphs
 from lowlabel.methods.sg_retrieval.model import GraphEmbedding
 from lowlabel.nn.text import label_embedder
@@ -71,12 +71,12 @@ def build_index(embeddings: torch.Tensor, ids: list[str], out: Path, meta: dict)
     """Write folder `out`: index.faiss (IndexFlatIP over the unit embeddings), ids.json, meta.json."""
     faiss = require("faiss", "graph", "the graph index")
 
-    out.mkdir(parents=True, exist_ok=True)
     index = faiss.IndexFlatIP(embeddings.shape[1])
     index.add(np.ascontiguousarray(embeddings.detach().cpu().numpy(), dtype=np.float32))
-    faiss.write_index(index, str(out / "index.faiss"))
-    (out / "ids.json").write_text(json.dumps(ids))
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    with atomic_path(out / "index.faiss") as tmp:
+        faiss.write_index(index, str(tmp))
+    write_json(out / "ids.json", ids)
+    write_json(out / "meta.json", meta)
     return out
 
 
@@ -92,8 +92,8 @@ class GraphIndex:
                 f"{self.folder} is not a graph index (no index.faiss); build one with `lowlabel sgr index`"
             )
         self.index = faiss.read_index(str(self.folder / "index.faiss"))
-        self.ids: list[str] = json.loads((self.folder / "ids.json").read_text())
-        self.meta: dict = json.loads((self.folder / "meta.json").read_text())
+        self.ids: list[str] = read_json(self.folder / "ids.json", "index id list")
+        self.meta: dict = read_json(self.folder / "meta.json", "index metadata")
         self.position = {image_id: i for i, image_id in enumerate(self.ids)}
 
     def vector(self, image_id: str) -> np.ndarray:

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from lowlabel.data.io import IMAGE_EXTS, read_image
 from lowlabel.engine import checkpoint as ckpt
 from lowlabel.engine.config import save_config
 from lowlabel.engine.demo import SmokeCase
@@ -19,12 +21,15 @@ from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
 from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_json
 from lowlabel.methods.sg_retrieval import index
-from lowlabel.methods.sg_retrieval.data import PairBatches, RetrievalData, official_data, shapes_data
-from lowlabel.methods.sg_retrieval.evaluation import full_ndcg
+from lowlabel.methods.sg_retrieval.data import PairBatches
+from lowlabel.methods.sg_retrieval.evaluation import human_agreement, ranking_metrics
+from lowlabel.methods.sg_retrieval.figures import retrieval_figure, top_matches
 from lowlabel.methods.sg_retrieval.graphs import GraphBatch, PackedGraphs, SceneGraph, shapes_graph
 from lowlabel.methods.sg_retrieval.losses import pair_scores, relevance_mse
 from lowlabel.methods.sg_retrieval.model import GraphEmbedding
+from lowlabel.methods.sg_retrieval.sources import RetrievalData, official_data, shapes_data
 from lowlabel.nn.text import label_embedder
 
 
@@ -47,7 +52,8 @@ class DataConfig:
     label_embedder: str = "minilm"  # node features: minilm | glove:PATH | random:DIM
     batch_size: int = 32  # (anchor, partner) pairs per step
     tail_range: int = 100
-    eval_queries: int = 1000
+    eval_queries: int = 0  # the first N test images are the queries (0 = all); the database is the whole test split
+    first_stage_pool: int = 100  # candidates per query from the ResNet features (official protocol), when given
     seed: int = 0
 
 
@@ -63,7 +69,7 @@ class Config:
 
 
 def load_data(cfg: DataConfig, data: Path | None) -> RetrievalData:
-    """The shapes world (data None) or an official-format folder (`data.official_data`)."""
+    """The shapes world (data None) or a user's dataset: a folder or a manifest (`sources.official_data`)."""
     if data is None:
         return shapes_data(cfg.n_scenes, captions_per_image=cfg.captions_per_image, encoder=cfg.sentence_encoder,
                            test_fraction=cfg.test_fraction, seed=cfg.seed)
@@ -105,18 +111,41 @@ def step_fn(model: torch.nn.Module, batch: tuple[GraphBatch, torch.Tensor], step
     return {"mse": relevance_mse(pair_scores(z[:half], z[half:]), target)}
 
 
-def ndcg_scorer(bundle: RetrievalData, table: torch.Tensor, vocab: list[str], eval_queries: int
-              ) -> Callable[[torch.nn.Module], dict[int, float]]:
-    """model -> {k: nDCG@k} (IRSGS discount) of ranking the test split (the first `eval_queries` test images as
-    queries and database) against the surrogate relevance, for k = 5, 10, 20."""
-    test = PackedGraphs([bundle.graphs[i] for i in bundle.test.tolist()], vocab=vocab)
-    rel = bundle.relevance[bundle.test][:, bundle.test].to(table.device)
-    n_q = min(eval_queries, len(bundle.test))
+def node_table(packed: PackedGraphs, embedder: str, device: torch.device) -> torch.Tensor:
+    """(V + 1, D) node features of the packed graphs' vocabulary; non-finite features (a GloVe file with NaN or
+    Inf) are an error naming the embedder."""
+    table = packed.label_table(label_embedder(embedder))
+    if not bool(torch.isfinite(table).all()):
+        raise LowlabelError(f"label embedder '{embedder}' gives NaN or Inf node features; fix the word vectors")
+    return table.to(device)
 
-    def score(model: torch.nn.Module) -> dict[int, float]:
-        z = index.embed_graphs(model, test, table)
-        scores = (z[:n_q] @ z.T)[:, :n_q]
-        return {k: full_ndcg(scores, rel[:n_q, :n_q], k) for k in (5, 10, 20)}
+
+def heldout_scorer(bundle: RetrievalData, table: torch.Tensor, vocab: list[str], cfg: DataConfig
+                ) -> Callable[[torch.nn.Module], dict[str, float]]:
+    """model -> metrics of retrieval on the test split against the surrogate relevance: nDCG@{5,10,20} (IRSGS
+    discount) ranking the whole test split (queries: the first `cfg.eval_queries` test images, 0 = all), and, when
+    the data has them, the official protocol's re-ranking of ResNet top-`cfg.first_stage_pool` pools
+    (`pool_ndcg@k`) and the agreement with the human triplets whose three images are test images."""
+    test_ids = bundle.test.tolist()
+    test = PackedGraphs([bundle.graphs[i] for i in test_ids], vocab=vocab)
+    rel = bundle.relevance[bundle.test][:, bundle.test]
+    first_stage = bundle.first_stage[bundle.test] if bundle.first_stage is not None else None
+    triplets = votes = None
+    if bundle.triplets is not None and bundle.votes is not None:
+        position = {g: k for k, g in enumerate(test_ids)}
+        keep = [k for k, t in enumerate(bundle.triplets.tolist()) if all(i in position for i in t)]
+        triplets = torch.tensor([[position[i] for i in bundle.triplets[k].tolist()] for k in keep],
+                                dtype=torch.long).reshape(-1, 3)
+        votes = bundle.votes[keep]
+
+    def score(model: torch.nn.Module) -> dict[str, float]:
+        z = index.embed_graphs(model, test, table).cpu()
+        out = ranking_metrics(z, rel, queries=cfg.eval_queries, first_stage=first_stage,
+                              pool_size=cfg.first_stage_pool)
+        if triplets is not None and votes is not None and bool(((votes[:, 0] + votes[:, 1]) >= 2).any()):
+            out["human_agreement"] = human_agreement(z, triplets, votes, first_stage, cfg.first_stage_pool)
+            out["human_triplets"] = float(len(triplets))
+        return out
 
     return score
 
@@ -125,16 +154,16 @@ def fit(cfg: Config, bundle: RetrievalData, runtime: Runtime, run_dir: Path | No
         ) -> tuple[GraphEmbedding, torch.Tensor, dict]:
     """Train on the train split; returns the model, the node-feature table and the trainer summary."""
     packed = PackedGraphs(bundle.graphs)
-    table = packed.label_table(label_embedder(cfg.data.label_embedder)).to(runtime.device)
+    table = node_table(packed, cfg.data.label_embedder, runtime.device)
     train_graphs = PackedGraphs([bundle.graphs[i] for i in bundle.train.tolist()], vocab=packed.vocab)
     rel_train = bundle.relevance[bundle.train][:, bundle.train]
     batches = PairBatches(train_graphs, table, rel_train, cfg.data.batch_size, runtime,
                           tail_range=cfg.data.tail_range, seed=cfg.train.seed)
     model = build_model(cfg)
-    score = ndcg_scorer(bundle, table, packed.vocab, cfg.data.eval_queries)
+    score = heldout_scorer(bundle, table, packed.vocab, cfg.data)
 
     def eval_fn(m: torch.nn.Module, step: int) -> dict[str, float]:
-        return {f"surrogate_ndcg@{k}": v for k, v in score(m).items()}
+        return {f"surrogate_{key}": value for key, value in score(m).items()}
 
     trainer = Trainer(model, step_fn, config=cfg.train, optim=cfg.optim, runtime=runtime, run_dir=run_dir,
                       eval_fn=eval_fn)
@@ -143,23 +172,56 @@ def fit(cfg: Config, bundle: RetrievalData, runtime: Runtime, run_dir: Path | No
     return model, table, summary
 
 
+def image_of(bundle: RetrievalData, item: int) -> tuple[np.ndarray | None, str]:
+    """Graph `item`'s image (the shapes-world render, else `<image_id>.<ext>` in the data's image folder, else None)
+    and a caption: its id and first node labels. An image file that exists but does not decode is an error."""
+    graph = bundle.graphs[item]
+    caption = f"{graph.image_id}: {', '.join(graph.node_labels[:10])}"
+    if bundle.scenes is not None:
+        return bundle.scenes[item].image, caption
+    if bundle.images is not None:
+        for ext in IMAGE_EXTS:
+            path = bundle.images / f"{graph.image_id}{ext}"
+            if path.is_file():
+                return read_image(path), caption
+    return None, caption
+
+
+def draw_retrieval(model: torch.nn.Module, bundle: RetrievalData, table: torch.Tensor, vocab: list[str],
+                   path: Path) -> Path:
+    """`path` (PNG): the first test image and its top-5 test images by the model's scores."""
+    test = bundle.test.tolist()
+    z = index.embed_graphs(model, PackedGraphs([bundle.graphs[i] for i in test], vocab=vocab), table).cpu()
+    scores = z @ z.T
+    matches = top_matches(scores, 0)
+    rel = bundle.relevance
+    titles = ["query"] + [f"score {scores[0, j]:.2f}  rel {rel[test[0], test[j]]:.2f}" for j in matches]
+    return retrieval_figure(0, matches, lambda j: image_of(bundle, test[j]), titles, path,
+                            "IRSGS: a test query and its top-5 test images (rel = surrogate relevance)")
+
+
 def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, resume: bool) -> dict:
-    """Train IRSGS on the shapes world (data None) or an official-format folder; writes run_dir/model.pt and the
+    """Train IRSGS on the shapes world (data None) or a user's dataset (`sources.data_files`); writes
+    run_dir/model.pt, run_dir/retrieval.png (a test query's top-5), summary.json with the final test metrics and the
     config with the resolved node-feature width (run_dir/config.yaml)."""
     cfg = resolved(cfg)
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
     bundle = load_data(cfg.data, data)
-    model, _, summary = fit(cfg, bundle, runtime, run_dir, resume)
+    model, table, summary = fit(cfg, bundle, runtime, run_dir, resume)
+    summary = {**summary, "relevance_encoder": bundle.encoder, "model_file": str(run_dir / "model.pt")}
     if runtime.is_main:
         index.export_model(model, model_spec(cfg), run_dir / "model.pt")
-    return {**summary, "relevance_encoder": bundle.encoder, "model_file": str(run_dir / "model.pt")}
+        draw_retrieval(model, bundle, table, PackedGraphs(bundle.graphs).vocab, run_dir / "retrieval.png")
+        write_json(run_dir / "summary.json", summary)  # the trainer's summary plus the final test metrics
+    return summary
 
 
 def evaluate(cfg: Config, *, checkpoint: Path, data: Path | None, runtime: Runtime) -> dict[str, float]:
-    """nDCG@{5,10,20} (IRSGS discount) of full-database ranking on the test split against the surrogate relevance;
-    `checkpoint` is an exported model.pt (it names its own architecture and label embedder) or a trainer checkpoint
-    of a run with this config."""
+    """Retrieval on the test split against the surrogate relevance (`heldout_scorer`: nDCG@{5,10,20} ranking the whole
+    test split, plus the ResNet-pool and human-agreement numbers when the data has those files); `checkpoint` is an
+    exported model.pt (it names its own architecture and label embedder) or a trainer checkpoint of a run with this
+    config."""
     payload = ckpt.load(checkpoint, map_location="cpu")
     if isinstance(payload, dict) and "spec" in payload:
         model, spec = index.load_model(checkpoint, runtime.device)
@@ -169,9 +231,8 @@ def evaluate(cfg: Config, *, checkpoint: Path, data: Path | None, runtime: Runti
         embedder = cfg.data.label_embedder
     bundle = load_data(cfg.data, data)
     packed = PackedGraphs(bundle.graphs)
-    table = packed.label_table(label_embedder(embedder)).to(runtime.device)
-    scores = ndcg_scorer(bundle, table, packed.vocab, cfg.data.eval_queries)(model)
-    return {f"ndcg@{k}": v for k, v in scores.items()}
+    table = node_table(packed, embedder, runtime.device)
+    return heldout_scorer(bundle, table, packed.vocab, cfg.data)(model)
 
 
 def smoke_case(runtime: Runtime) -> SmokeCase:
@@ -193,7 +254,7 @@ def smoke_case(runtime: Runtime) -> SmokeCase:
     ]  # fmt: skip
     cfg = Config(model=ModelConfig(hidden=16, layers=2), data=DataConfig(label_embedder="random:16", tail_range=3))
     packed = PackedGraphs(graphs)
-    table = packed.label_table(label_embedder(cfg.data.label_embedder)).to(runtime.device)
+    table = node_table(packed, cfg.data.label_embedder, runtime.device)
     rel = torch.rand(6, 6, generator=torch.Generator().manual_seed(0))
     batches = PairBatches(packed, table, (rel + rel.T) / 2, 4, runtime, tail_range=cfg.data.tail_range)
     batch = next(iter(batches.epoch(0)))
