@@ -165,8 +165,9 @@ def evaluate(
     from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import runtime as rt
 
-    run_config = checkpoint.resolve().parent.parent / "config.yaml"
-    cfg = cfg_mod.load_config(recipe.Config, config or (run_config if run_config.is_file() else None), set_ or [])
+    # the run folder holds config.yaml; checkpoints sit in it (model.pt) or in its checkpoints/ (step_N.pt)
+    found = [p / "config.yaml" for p in checkpoint.resolve().parents[:2] if (p / "config.yaml").is_file()]
+    cfg = cfg_mod.load_config(recipe.Config, config or (found[0] if found else None), set_ or [])
     runtime = rt.init(device, seed=cfg.train.seed)
     metrics = recipe.evaluate(cfg, checkpoint=checkpoint, data=data, runtime=runtime)
     table = Table(title=f"{slug}: evaluation of {checkpoint}")

@@ -140,8 +140,11 @@ class GloveEmbeddings:
         self.path = Path(path)
         if not self.path.is_file():
             raise LowlabelError(f"GloVe file {self.path} does not exist (expected lines 'word v1 ... vD')")
-        with self.path.open(encoding="utf8") as fh:
-            first = fh.readline().rstrip().split(" ")
+        try:
+            with self.path.open(encoding="utf8") as fh:
+                first = fh.readline().rstrip().split(" ")
+        except UnicodeDecodeError as err:
+            raise LowlabelError(f"GloVe file {self.path} is not UTF-8 text ({err.reason})") from None
         if len(first) < 2:
             raise LowlabelError(f"GloVe file {self.path}: first line is not 'word v1 ... vD'")
         self.dim = len(first) - 1
@@ -152,16 +155,27 @@ class GloveEmbeddings:
         missing = words - self._vectors.keys()
         if not missing:
             return
-        with self.path.open(encoding="utf8") as fh:
-            for n, line in enumerate(fh, 1):
-                word, _, rest = line.rstrip("\n").partition(" ")
-                if word in missing:
-                    values = rest.split(" ")
-                    if len(values) != self.dim:
-                        raise LowlabelError(
-                            f"GloVe file {self.path} line {n}: {len(values)} values, expected {self.dim}"
-                        )
-                    self._vectors[word] = torch.tensor([float(v) for v in values])
+        n = 0
+        try:
+            with self.path.open(encoding="utf8") as fh:
+                for n, line in enumerate(fh, 1):
+                    word, _, rest = line.rstrip("\n").partition(" ")
+                    if word in missing:
+                        values = rest.split(" ")
+                        if len(values) != self.dim:
+                            raise LowlabelError(
+                                f"GloVe file {self.path} line {n}: {len(values)} values, expected {self.dim}"
+                            )
+                        vector = torch.tensor([float(v) for v in values])
+                        if not torch.isfinite(vector).all():
+                            raise LowlabelError(f"GloVe file {self.path} line {n}: NaN or infinite value")
+                        self._vectors[word] = vector
+        except UnicodeDecodeError as err:
+            raise LowlabelError(f"GloVe file {self.path} is not UTF-8 text ({err.reason} after line {n})") from None
+        except ValueError as err:
+            if isinstance(err, LowlabelError):
+                raise
+            raise LowlabelError(f"GloVe file {self.path} line {n}: a value is not a number ({err})") from None
 
     def embed(self, labels: Sequence[str]) -> torch.Tensor:
         """(V, D) float32, one row per label."""
