@@ -53,6 +53,18 @@ def write_json(path: str | Path, payload: Mapping[str, Any] | list[Any]) -> Path
     return write_text(path, json.dumps(payload, indent=2, default=str))
 
 
+def read_text(path: str | Path, what: str = "text file") -> str:
+    """A UTF-8 text file's content; a missing, unreadable or non-UTF-8 file is a `LowlabelError` naming it and
+    `what` it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise LowlabelError(f"{path}: {what} not found")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LowlabelError(f"{path}: {what} is unreadable or not UTF-8 text ({err})") from None
+
+
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
     """Parse a JSON file; a missing, unreadable or corrupt file is a `LowlabelError` naming it."""
     path = Path(path)

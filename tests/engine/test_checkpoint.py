@@ -41,6 +41,14 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
         ckpt.load(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("content", [b"", b"K", b"U\x00", b"\x80\x02"])  # torch fails on these with empty messages
+def test_a_file_of_a_few_bytes_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "tiny.pt"
+    path.write_bytes(content)
+    with pytest.raises(LowlabelError, match=r"tiny\.pt is truncated or corrupt"):
+        ckpt.load(path)
+
+
 def test_rng_state_round_trips_through_weights_only_load(tmp_path):
     import random
 

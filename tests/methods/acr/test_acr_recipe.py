@@ -114,6 +114,18 @@ def test_two_streams_resume_mid_epoch_and_cycle_permutations() -> None:
     assert sorted(labelled[:28].tolist()) == sorted(list(range(4)) * 7)  # every image once per pass
 
 
+def test_two_streams_give_each_rank_its_slice_of_the_global_batch() -> None:
+    x = torch.arange(11, dtype=torch.uint8).view(11, 1, 1, 1).expand(11, 3, 2, 2).contiguous()
+    y = torch.arange(5)
+    single = TwoStreams(x[:5], y, x, labelled_bs=4, unlabelled_bs=6, steps_per_epoch=4, seed=2)
+    ranks = [TwoStreams(x[:5], y, x, labelled_bs=2, unlabelled_bs=3, steps_per_epoch=4, seed=2, rank=r,
+                        world_size=2) for r in range(2)]
+    for epoch in (0, 1):
+        for whole, *parts in zip(single.epoch(epoch), *(r.epoch(epoch) for r in ranks), strict=True):
+            for k in range(3):  # x_l, y_l, x_u: rank 0's rows then rank 1's rows = the one-process batch
+                assert torch.equal(torch.cat([p[k] for p in parts]), whole[k])
+
+
 def test_views_shapes_and_determinism() -> None:
     x = torch.randint(0, 256, (5, 3, 18, 18), dtype=torch.uint8)
     torch.manual_seed(0)

@@ -77,6 +77,25 @@ def test_flickr_reader_links_phrases_to_all_their_boxes(tmp_path: Path) -> None:
     assert len(read_flickr30k_entities(tmp_path)) == 3
 
 
+def test_nested_phrases_each_keep_their_own_boxes(tmp_path: Path) -> None:
+    sentence = "[/EN#5/people A [/EN#6/clothing [/EN#7/colour red] hat] man] waves\n"
+    annotation = """<annotation>
+  <object><name>5</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>50</xmax><ymax>90</ymax></bndbox></object>
+  <object><name>6</name><bndbox><xmin>11</xmin><ymin>2</ymin><xmax>21</xmax><ymax>9</ymax></bndbox></object>
+  <object><name>6</name><bndbox><xmin>31</xmin><ymin>3</ymin><xmax>41</xmax><ymax>8</ymax></bndbox></object>
+</annotation>
+"""
+    write_flickr(tmp_path, sentences=sentence, annotation=annotation)
+    [sample] = read_flickr30k_entities(tmp_path, "test")
+    assert sample.sentence == "A red hat man waves"
+    outer, hat, red = sample.phrases
+    assert (outer.text, hat.text, red.text) == ("A red hat man", "red hat", "red")
+    np.testing.assert_array_equal(outer.boxes, [[0, 0, 49, 89]])
+    np.testing.assert_array_equal(hat.boxes, [[10, 1, 20, 8], [30, 2, 40, 7]])  # two objects: both boxes
+    np.testing.assert_array_equal(merge_boxes(hat.boxes), [10, 1, 40, 8])
+    assert red.boxes.shape == (0, 4)  # inner phrase without an object
+
+
 @pytest.mark.parametrize(("line", "problem"), [
     ("[/EN#18/people A man with ears .", "never closed"),
     ("A man] walks", "closes 1"),

@@ -205,6 +205,9 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert isinstance(result.exception, LowlabelError) and "annotations" in str(result.exception)
     result = runner.invoke(app, ["train", "--data", str(tmp_path), "--device", "cpu", "--out", str(tmp_path / "r")])
     assert isinstance(result.exception, LowlabelError) and "train" in str(result.exception)
+    for bad in ("teacher_norm=softmax", "batch_size=1", "neighbours=0"):
+        result = runner.invoke(app, ["train", "--set", bad, "--device", "cpu", "--out", str(tmp_path / "r")])
+        assert isinstance(result.exception, LowlabelError) and bad.split("=")[0] in str(result.exception)
     assert not (tmp_path / "r").exists()
 
 

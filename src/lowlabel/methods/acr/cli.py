@@ -123,6 +123,7 @@ def predict(
     from lowlabel.data.io import read_image
     from lowlabel.engine import runtime as rt
     from lowlabel.engine.recipe import load_model
+    from lowlabel.files import atomic_path
     from lowlabel.methods.acr import augment, recipe
     from lowlabel.methods.acr.data import center_crop, resize_short
 
@@ -137,8 +138,7 @@ def predict(
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     with torch.no_grad():
         probs = model.classify(augment.center(x, cfg.image_size).to(device_)).softmax(1).cpu()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
+    with atomic_path(out) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image", "class", "name", "probability"])
         for path, p in zip(images, probs, strict=True):

@@ -21,6 +21,7 @@ import numpy as np
 
 from lowlabel.data.io import read_image
 from lowlabel.errors import LowlabelError
+from lowlabel.files import read_text, write_text
 
 if TYPE_CHECKING:
     import torch
@@ -133,15 +134,15 @@ def _read_listed(base: Path, images: str, listing: dict[str, bool], list_file: s
     return out
 
 
-def _parse_lines(path: Path, fields: int) -> list[tuple[int, list[str]]]:
-    if not path.is_file():
-        raise LowlabelError(f"{path}: file not found; it comes with the official dataset download")
+def _parse_lines(path: Path, fields: int, integer_first: bool = False) -> list[tuple[int, list[str]]]:
+    """Non-blank lines split into `fields` fields; `integer_first`: the first field must be an integer id."""
     rows = []
-    for no, line in enumerate(path.read_text().splitlines(), 1):
+    for no, line in enumerate(read_text(path, "file (it comes with the official dataset download)").splitlines(), 1):
         if line.strip():
             parts = line.strip().split(maxsplit=fields - 1)
-            if len(parts) != fields:
-                raise LowlabelError(f"{path}, line {no}: expected {fields} field(s), got {line.strip()!r}")
+            if len(parts) != fields or (integer_first and not parts[0].isdigit()):
+                raise LowlabelError(f"{path}, line {no}: expected {fields} field(s)"
+                                    f"{', the first an integer id' if integer_first else ''}, got {line.strip()!r}")
             rows.append((no, parts))
     return rows
 
@@ -152,9 +153,9 @@ def read_cub200(data_root: str | Path) -> dict[str, ImageSet]:
     base = _find_dataset(Path(data_root), "CUB_200_2011")
     if (base / "train").is_dir():
         return read_split_folders(base)
-    split = {int(p[0]): p[1] == "1" for _, p in _parse_lines(base / "train_test_split.txt", 2)}
+    split = {int(p[0]): p[1] == "1" for _, p in _parse_lines(base / "train_test_split.txt", 2, integer_first=True)}
     listing = {}
-    for no, (i, rel) in _parse_lines(base / "images.txt", 2):
+    for no, (i, rel) in _parse_lines(base / "images.txt", 2, integer_first=True):
         if int(i) not in split:
             raise LowlabelError(f"{base / 'images.txt'}, line {no}: image id {i} not in train_test_split.txt")
         listing[rel] = split[int(i)]
@@ -211,6 +212,8 @@ def per_class_split(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.n
     the legacy NumPy RNG, then take the first `per_class` of each class in permuted order. Returns (chosen, rest)
     as index arrays; chosen is grouped by class. The official unlabelled set is the WHOLE training set
     (`num_unlabels` = -1), chosen images included. A class with fewer than `per_class` images is an error."""
+    if per_class < 1:
+        raise LowlabelError(f"labelled_per_class={per_class}: need at least 1 labelled image per class")
     labels = np.asarray(labels)
     order = np.random.RandomState(seed).permutation(len(labels))
     chosen = []
@@ -228,11 +231,9 @@ def read_labelled_list(path: str | Path, images: ImageSet) -> np.ndarray:
     """Indices into `images` of a labelled-subset list: one image key ("class_dir/file.jpg", as `images.names`)
     per line; blank lines and lines starting with '#' are skipped. Unknown or repeated keys are errors."""
     path = Path(path)
-    if not path.is_file():
-        raise LowlabelError(f"{path}: labelled-subset list not found")
     lookup = {n: i for i, n in enumerate(images.names)}
     out: dict[int, int] = {}
-    for no, line in enumerate(path.read_text().splitlines(), 1):
+    for no, line in enumerate(read_text(path, "labelled-subset list").splitlines(), 1):
         key = line.strip().replace("\\", "/")
         if not key or key.startswith("#"):
             continue
@@ -249,10 +250,7 @@ def read_labelled_list(path: str | Path, images: ImageSet) -> np.ndarray:
 
 def write_labelled_list(path: str | Path, images: ImageSet, indices: Sequence[int] | np.ndarray) -> Path:
     """Write the keys of `indices` one per line (the run's labelled subset, readable by `read_labelled_list`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{images.names[int(i)]}\n" for i in indices))
-    return path
+    return write_text(path, "".join(f"{images.names[int(i)]}\n" for i in indices))
 
 
 def resize_short(image: np.ndarray, size: int) -> np.ndarray:
@@ -346,17 +344,21 @@ class TwoStreams:
     """ACR's batch source: per step `labelled_bs` labelled and `unlabelled_bs` unlabelled images (uint8) with the
     labels of the labelled ones. Each stream is the official `RandomSampler(replacement=True)`: an endless chain of
     fresh permutations (every image once per pass); an epoch is `steps_per_epoch` steps (official 100). The order
-    depends only on (seed, stream, pass): resumable. Yields (x_l (Bl, 3, R, R), y_l (Bl,), x_u (Bu, 3, R, R))."""
+    depends only on (seed, stream, pass): resumable. Yields (x_l (Bl, 3, R, R), y_l (Bl,), x_u (Bu, 3, R, R)).
+
+    Under DDP (`world_size` ranks) the batch sizes are per rank: each step draws one global batch of
+    `world_size` x the size from the streams and rank r takes its r-th slice, so the ranks see different images."""
 
     def __init__(self, labelled: torch.Tensor, labels: torch.Tensor, unlabelled: torch.Tensor, *, labelled_bs: int,
-                 unlabelled_bs: int, steps_per_epoch: int = 100, seed: int = 0) -> None:
+                 unlabelled_bs: int, steps_per_epoch: int = 100, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
         if not len(labelled) or not len(unlabelled):
             raise LowlabelError(f"{len(labelled)} labelled and {len(unlabelled)} unlabelled images: need both")
         if labelled_bs < 1 or unlabelled_bs < 1 or steps_per_epoch < 1:
             raise LowlabelError("labelled_bs, unlabelled_bs and steps_per_epoch must be at least 1")
         self.labelled, self.labels, self.unlabelled = labelled, labels, unlabelled
         self.labelled_bs, self.unlabelled_bs, self.seed = labelled_bs, unlabelled_bs, seed
-        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_epoch, self.rank, self.world_size = steps_per_epoch, rank, world_size
 
     def _order(self, stream: int, n: int, batch: int, epoch: int) -> np.ndarray:
         need = self.steps_per_epoch * batch
@@ -368,9 +370,10 @@ class TwoStreams:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         import torch
 
-        lab = torch.from_numpy(self._order(0, len(self.labelled), self.labelled_bs, epoch))
-        unl = torch.from_numpy(self._order(1, len(self.unlabelled), self.unlabelled_bs, epoch))
+        bl, bu, w = self.labelled_bs, self.unlabelled_bs, self.world_size
+        lab = torch.from_numpy(self._order(0, len(self.labelled), bl * w, epoch))
+        unl = torch.from_numpy(self._order(1, len(self.unlabelled), bu * w, epoch))
         for b in range(start, self.steps_per_epoch):
-            il = lab[b * self.labelled_bs : (b + 1) * self.labelled_bs]
-            iu = unl[b * self.unlabelled_bs : (b + 1) * self.unlabelled_bs]
+            il = lab[(b * w + self.rank) * bl : (b * w + self.rank + 1) * bl]
+            iu = unl[(b * w + self.rank) * bu : (b * w + self.rank + 1) * bu]
             yield self.labelled[il], self.labels[il], self.unlabelled[iu]

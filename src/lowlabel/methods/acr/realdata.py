@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
-import json
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from lowlabel.engine.demo import mean_over_seeds
 from lowlabel.engine.recipe import TrainConfig
 from lowlabel.engine.runtime import init
+from lowlabel.files import write_json
 from lowlabel.methods.acr import data as acr_data
 from lowlabel.methods.acr import recipe
 
@@ -77,8 +77,7 @@ def run(dataset: str, root: Path, out: Path, seeds: tuple[int, ...] = (1, 2, 3),
               "n_train": len(train_set), "n_test": len(test_set), "classes": len(train_set.classes),
               "mean": mean_over_seeds(runs), "per_seed": runs,
               "wins": sum(a > f for a, f in zip(acr, ft, strict=True)), "seconds": time.perf_counter() - t0}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_json(out, result)
     return result
 
 

@@ -26,7 +26,7 @@ from lowlabel.engine.recipe import lr_factor as engine_lr_factor
 from lowlabel.engine.runtime import Runtime
 from lowlabel.engine.trainer import Trainer, unwrap
 from lowlabel.errors import LowlabelError
-from lowlabel.files import write_json
+from lowlabel.files import write_json, write_text
 from lowlabel.methods.acr import augment, losses, source
 from lowlabel.methods.acr import data as acr_data
 from lowlabel.methods.acr.model import ACRNet, SourceModel, TargetClassifier
@@ -357,7 +357,7 @@ def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runti
     load_source_weights(model, weights)
     if cfg.imprint:
         imprint(model.to(runtime.device), prepared, cfg, runtime.device)
-    batches = data_batches(cfg, prepared)
+    batches = data_batches(cfg, prepared, runtime)
     total = cfg.train.total_steps(batches.steps_per_epoch)
 
     def eval_fn(m: nn.Module, _: int) -> dict[str, float]:
@@ -377,9 +377,11 @@ def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runti
     return model, summary
 
 
-def data_batches(cfg: Config, prepared: Prepared) -> acr_data.TwoStreams:
+def data_batches(cfg: Config, prepared: Prepared, runtime: Runtime) -> acr_data.TwoStreams:
+    """The labelled and unlabelled streams of the run, this rank's share of each step under DDP."""
     return acr_data.TwoStreams(prepared.labelled, prepared.labels, prepared.unlabelled, labelled_bs=cfg.labelled_bs,
-                           unlabelled_bs=cfg.unlabelled_bs, steps_per_epoch=cfg.steps_per_epoch, seed=cfg.train.seed)
+                               unlabelled_bs=cfg.unlabelled_bs, steps_per_epoch=cfg.steps_per_epoch,
+                               seed=cfg.train.seed, rank=runtime.rank, world_size=runtime.world_size)
 
 
 def write_run_files(run_dir: Path, cfg: Config, prepared: Prepared) -> None:
@@ -388,8 +390,8 @@ def write_run_files(run_dir: Path, cfg: Config, prepared: Prepared) -> None:
     from lowlabel.engine.config import save_config
 
     save_config(cfg, run_dir / "resolved.yaml")
-    (run_dir / "labelled.txt").write_text("".join(f"{n}\n" for n in prepared.labelled_names))
-    (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in prepared.classes))
+    write_text(run_dir / "labelled.txt", "".join(f"{n}\n" for n in prepared.labelled_names))
+    write_text(run_dir / "classes.txt", "".join(f"{c}\n" for c in prepared.classes))
 
 
 def evaluate(cfg: Config, *, checkpoint: Path, data: Path | None, runtime: Runtime) -> dict[str, float]:

@@ -77,16 +77,20 @@ def train(
 
     from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import rundir
+    from lowlabel.engine import runtime as rt
     from lowlabel.methods.grounding_ckd import recipe
 
     options = {"train.max_steps": iterations, "distill": False if nce_only else None}
     cfg, run, runtime = rundir.open_run(recipe.Config, "grounding_ckd", out=out, data=data, resume=resume,
                                         force=force, config=config, overrides=set_ or [], options=options,
-                                        device=device, threads=threads)
-    with rundir.removed_on_error(run):
-        sets = recipe.load_data(cfg, run.data)
-        _, summary = recipe.train_model(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed,
-                                        sets=sets)
+                                        device=device, threads=threads, check=recipe.check)
+    try:
+        with rundir.removed_on_error(run):
+            summary = recipe.train(cfg, data=run.data, run_dir=run.dir, runtime=runtime, resume=run.resumed)
+    finally:
+        rt.shutdown()
+    if not runtime.is_main:
+        return
     fitted = {k: summary[k] for k in ("region_dim", "feature_mean", "feature_std")}
     cfg_mod.save_config(dataclasses.replace(cfg, **fitted), run.dir / "config.yaml")  # what `ground` rebuilds
     console.print(f"run folder: {run.dir}")
@@ -136,7 +140,7 @@ def compare(
 
 @app.command()
 def ground(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `lowlabel grounding_ckd train`.")],
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `lowlabel grounding train`.")],
     data: Annotated[Path, typer.Argument(help="Features file (.npz) of the images and phrases to ground.")],
     out: Annotated[Path, typer.Option(help="JSON file: per sentence, each phrase's box and score.")] = Path(
         "grounding.json"),

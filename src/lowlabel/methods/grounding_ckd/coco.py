@@ -32,6 +32,7 @@ import torch
 
 from lowlabel.errors import LowlabelError
 from lowlabel.extras import require
+from lowlabel.files import atomic_path, read_text
 from lowlabel.methods.grounding_ckd.features import GroundingSet
 from lowlabel.methods.grounding_ckd.model import RegionFeatureExtractor
 from lowlabel.metrics.grounding import box_iou
@@ -127,11 +128,11 @@ def read_coco(root: str | Path, split: str) -> tuple[list[dict], dict[int, list[
     paths = [root / "annotations" / f"{kind}_{split}2017.json" for kind in ("captions", "instances")]
     loaded = []
     for path in paths:
-        try:
-            loaded.append(json.loads(path.read_text(encoding="utf8")))
-        except FileNotFoundError:
+        if not path.is_file():
             raise LowlabelError(f"{path}: not found; expected the COCO layout annotations/captions_<split>2017.json "
-                                "and instances_<split>2017.json") from None
+                                "and instances_<split>2017.json")
+        try:
+            loaded.append(json.loads(read_text(path, "COCO annotation file")))
         except json.JSONDecodeError as err:
             raise LowlabelError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
     captions, instances = loaded
@@ -257,8 +258,8 @@ def prepare_split(root: str | Path, split: str, detector_dir: str | Path, *, num
         parts = [image_regions(root / f"{split}2017" / im["file_name"], detector, extractor, num_regions, long_side)
                  for im in images]
         feats, boxes, mask, scores = (np.stack(p) for p in zip(*parts, strict=True))
-        cache.mkdir(parents=True, exist_ok=True)
-        np.savez(cached, features=feats, boxes=boxes, region_mask=mask, scores=scores)
+        with atomic_path(cached) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, features=feats, boxes=boxes, region_mask=mask, scores=scores)
     table = word_table(categories)
     sentence_image, sentences, phrase_sentence, texts, classes, gts = [], [], [], [], [], []
     for i, im in enumerate(images):

@@ -9,9 +9,12 @@ Every box is (x1, y1, x2, y2) in 0-based pixels. Flickr30K Entities writes 1-bas
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.parsers import expat
 
 import numpy as np
@@ -19,6 +22,7 @@ import torch
 
 from lowlabel.errors import LowlabelError
 from lowlabel.extras import require
+from lowlabel.files import read_text
 
 MAX_PHRASES = 16  # per sentence (official, hard-coded)
 MAX_TOKENS = 10  # per phrase (official, hard-coded)
@@ -51,6 +55,33 @@ class GroundingSample:
     image: str
     sentence: str
     phrases: list[GroundedPhrase] = field(default_factory=list)
+
+
+def read_npz(path: Path, arrays: Mapping[str, type], fmt: str) -> dict[str, Any]:
+    """The named arrays of an NPZ file, converted to the given type (`str`: a flat list of Python strings, else a
+    numpy dtype). A corrupt file, a missing array or an array of the wrong kind is a LowlabelError naming the file
+    (and the array); `fmt` says where the format is described."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [a for a in arrays if a not in z.files]
+            if missing:
+                raise LowlabelError(f"{path}: missing arrays {missing}; see the format in {fmt}")
+            raw = {a: z[a] for a in arrays}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        if isinstance(err, LowlabelError):
+            raise
+        raise LowlabelError(f"{path}: not a readable NPZ file ({err})") from None
+    out: dict[str, Any] = {}
+    for name, kind in arrays.items():
+        if kind is str:
+            out[name] = [str(v) for v in raw[name].reshape(-1)]
+            continue
+        allowed = "biuf" if np.issubdtype(kind, np.floating) else "biu"  # no silent float -> index or flag
+        if raw[name].dtype.kind not in allowed:
+            raise LowlabelError(f"{path}: array '{name}' holds {raw[name].dtype}, not {np.dtype(kind).name} values; "
+                                f"see the format in {fmt}")
+        out[name] = raw[name].astype(kind)
+    return out
 
 
 def parse_entity_sentence(line: str, where: str) -> tuple[str, list[EntityPhrase]]:
@@ -90,7 +121,7 @@ def read_entity_sentences(path: str | Path) -> list[tuple[str, list[EntityPhrase
     path = Path(path)
     if not path.is_file():
         raise LowlabelError(f"{path}: sentence file not found (expected Flickr30K Entities Sentences/<id>.txt)")
-    text = path.read_text(encoding="utf8")
+    text = read_text(path, "sentence file")
     return [parse_entity_sentence(line, f"{path} line {n}")
             for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
@@ -181,7 +212,7 @@ def read_flickr30k_entities(root: str | Path, split: str | None = None) -> list[
         listing = root / f"{split}.txt"
         if not listing.is_file():
             raise LowlabelError(f"{listing}: split file not found; it lists one image id per line")
-        ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        ids = [line.strip() for line in read_text(listing, "split file").splitlines() if line.strip()]
     samples = []
     for image_id in ids:
         boxes = read_entity_boxes(root / "Annotations" / f"{image_id}.xml")
@@ -206,7 +237,7 @@ def read_referit_list(path: str | Path, *, box_format: str = "xyxy") -> list[Gro
     if not path.is_file():
         raise LowlabelError(f"{path}: expression list not found")
     by_image: dict[str, GroundingSample] = {}
-    for n, line in enumerate(path.read_text(encoding="utf8").splitlines(), 1):
+    for n, line in enumerate(read_text(path, "expression list").splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         cols = line.rstrip("\r\n").split("\t")

@@ -15,7 +15,6 @@ NPZ: `class_names` (C,), `image_names` (M,), `counts` (M,) boxes per image, `box
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ import torch
 
 from lowlabel.errors import LowlabelError
 from lowlabel.extras import require
+from lowlabel.files import atomic_path, read_text, write_text
+from lowlabel.methods.grounding_ckd.data import read_npz
 
 BACKGROUND = "__background__"
 MATCH_THRESHOLD = 0.5  # cosine of MiniLM sentence embeddings; chosen here (the paper used WordNet head nouns)
@@ -95,29 +96,29 @@ def read_detections(path: str | Path) -> Detections:
     if not path.is_file():
         raise LowlabelError(f"{path}: detections file not found")
     if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            missing = {"class_names", "image_names", "counts", "boxes", "scores"} - set(z.files)
-            if missing:
-                raise LowlabelError(f"{path}: missing arrays {sorted(missing)}")
-            classes, names = [str(c) for c in z["class_names"]], [str(n) for n in z["image_names"]]
-            counts, boxes, scores = z["counts"].astype(np.int64), z["boxes"], z["scores"]
-        if counts.sum() != len(boxes) or boxes.shape[1:] != (4,) or scores.shape != (len(boxes), len(classes)) \
-                or len(counts) != len(names):
+        z = read_npz(path, {"class_names": str, "image_names": str, "counts": np.int64, "boxes": np.float32,
+                            "scores": np.float32}, "the detections docstring (grounding_ckd/detections.py)")
+        classes, names = z["class_names"], z["image_names"]
+        counts, boxes, scores = z["counts"], z["boxes"], z["scores"]
+        if counts.ndim != 1 or boxes.ndim != 2 or counts.sum() != len(boxes) or boxes.shape[1:] != (4,) \
+                or scores.shape != (len(boxes), len(classes)) or len(counts) != len(names) or (counts < 0).any():
             raise LowlabelError(f"{path}: counts (M,) must sum to the rows of boxes (n, 4) and scores "
                                 f"(n, {len(classes)}); got {counts.shape}, {boxes.shape}, {scores.shape}")
         splits = np.cumsum(counts)[:-1]
-        box_of = dict(zip(names, np.split(boxes.astype(np.float32), splits), strict=True))
-        score_of = dict(zip(names, np.split(scores.astype(np.float32), splits), strict=True))
+        box_of = dict(zip(names, np.split(boxes, splits), strict=True))
+        score_of = dict(zip(names, np.split(scores, splits), strict=True))
     else:
         try:
-            data = json.loads(path.read_text(encoding="utf8"))
+            data = json.loads(read_text(path, "detections file"))
         except json.JSONDecodeError as err:
             raise LowlabelError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
-        if not isinstance(data, dict) or "class_names" not in data or "images" not in data:
-            raise LowlabelError(f"{path}: expected {{'class_names': [...], 'images': {{...}}}}")
+        if not isinstance(data, dict) or not isinstance(data.get("class_names"), list) or \
+                not isinstance(data.get("images"), (dict, list)):
+            raise LowlabelError(f"{path}: expected {{'class_names': [...], 'images': {{...}} or [...]}}")
         classes = [str(c) for c in data["class_names"]]
         images = data["images"]
-        items = images.items() if isinstance(images, dict) else ((r.get("image"), r) for r in images)
+        items = images.items() if isinstance(images, dict) else (
+            (r.get("image") if isinstance(r, dict) else None, r) for r in images)
         box_of, score_of = {}, {}
         for name, rec in items:
             if not name or not isinstance(rec, dict):
@@ -129,22 +130,18 @@ def read_detections(path: str | Path) -> Detections:
 
 
 def write_detections(path: str | Path, dets: Detections) -> Path:
-    """Write `dets` as NPZ (suffix .npz) or JSON (any other suffix), atomically (temporary file + rename)."""
+    """Write `dets` as NPZ (suffix .npz) or JSON (any other suffix), atomically (`lowlabel.files`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
     names = list(dets.boxes)
-    if path.suffix.lower() == ".npz":
-        with tmp.open("wb") as fh:
-            np.savez_compressed(
-                fh, class_names=np.asarray(dets.class_names), image_names=np.asarray(names),
-                counts=np.asarray([len(dets.boxes[n]) for n in names], dtype=np.int64),
-                boxes=np.concatenate([dets.boxes[n] for n in names]).reshape(-1, 4),
-                scores=np.concatenate([dets.scores[n] for n in names]).reshape(-1, len(dets.class_names)))
-    else:
+    if path.suffix.lower() != ".npz":
         images = {n: {"boxes": dets.boxes[n].tolist(), "scores": dets.scores[n].tolist()} for n in names}
-        tmp.write_text(json.dumps({"class_names": dets.class_names, "images": images}), encoding="utf8")
-    os.replace(tmp, path)
+        return write_text(path, json.dumps({"class_names": dets.class_names, "images": images}))
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(
+            fh, class_names=np.asarray(dets.class_names), image_names=np.asarray(names),
+            counts=np.asarray([len(dets.boxes[n]) for n in names], dtype=np.int64),
+            boxes=np.concatenate([dets.boxes[n] for n in names]).reshape(-1, 4),
+            scores=np.concatenate([dets.scores[n] for n in names]).reshape(-1, len(dets.class_names)))
     return path
 
 
@@ -156,10 +153,10 @@ def phrase_key(text: str) -> str:
 def read_phrase_class_table(path: str | Path, class_names: Sequence[str]) -> dict[str, int]:
     """The official phrase -> label JSON {"phrase": "class name"} -> {phrase key: index into class_names}."""
     path = Path(path)
+    if not path.is_file():
+        raise LowlabelError(f"{path}: phrase-to-class table not found")
     try:
-        table = json.loads(path.read_text(encoding="utf8"))
-    except FileNotFoundError:
-        raise LowlabelError(f"{path}: phrase-to-class table not found") from None
+        table = json.loads(read_text(path, "phrase-to-class table"))
     except json.JSONDecodeError as err:
         raise LowlabelError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
     if not isinstance(table, dict):

@@ -1,6 +1,6 @@
 """The features file that training and evaluation read: per image R proposals with region features, boxes and the
 detector's class probabilities (the teacher), per sentence its phrases with the phrase's class and, for evaluation,
-its ground-truth boxes. Any detector and any backbone can produce it (`lowlabel grounding_ckd prepare-coco` does for
+its ground-truth boxes. Any detector and any backbone can produce it (`lowlabel grounding prepare-coco` does for
 the COCO layout; the built-in world in `shapes_world.py`); it plays the part of the official region and phrase HDF5.
 
 NPZ arrays (N images, R proposal slots, D feature width, C detector classes, S sentences, Q phrases, G boxes):
@@ -14,7 +14,6 @@ NPZ arrays (N images, R proposal slots, D feature width, C detector classes, S s
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +21,13 @@ import numpy as np
 import torch
 
 from lowlabel.errors import LowlabelError
+from lowlabel.files import atomic_path
+from lowlabel.methods.grounding_ckd.data import read_npz
 
-ARRAYS = ("image_names", "features", "boxes", "region_mask", "scores", "class_names", "sentence_image", "sentences",
-          "phrase_sentence", "phrase_text", "phrase_class", "gt_boxes", "gt_mask")
+ARRAYS: dict[str, type] = {
+    "image_names": str, "features": np.float32, "boxes": np.float32, "region_mask": bool, "scores": np.float32,
+    "class_names": str, "sentence_image": np.int64, "sentences": str, "phrase_sentence": np.int64,
+    "phrase_text": str, "phrase_class": np.int64, "gt_boxes": np.float32, "gt_mask": bool}
 
 
 @dataclass
@@ -80,6 +83,9 @@ class GroundingSet:
         if q and (self.phrase_class.min() < -1 or self.phrase_class.max() >= len(self.class_names)):
             raise LowlabelError(f"{where}: phrase_class must be -1 or an index into the {len(self.class_names)} "
                                 "class_names")
+        for name in ("features", "boxes", "gt_boxes"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise LowlabelError(f"{where}: '{name}' holds NaN or infinite values")
         if not self.region_mask.any(axis=1).all():
             raise LowlabelError(f"{where}: an image has no proposal (region_mask all False); drop it or detect again")
         if self.scores.size and (self.scores.min() < 0 or self.scores.max() > 1):
@@ -114,43 +120,22 @@ class GroundingSet:
 
 
 def write_grounding_set(path: str | Path, data: GroundingSet) -> Path:
-    """Write `data` as an NPZ file (atomically: temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    """Write `data` as an NPZ file, atomically (`lowlabel.files.atomic_path`)."""
     arrays = {name: getattr(data, name) for name in ARRAYS}
     for name in ("image_names", "class_names", "sentences", "phrase_text"):
         arrays[name] = np.asarray(arrays[name], dtype=str)
-    with tmp.open("wb") as fh:
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
         np.savez(fh, **arrays)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def read_grounding_set(path: str | Path) -> GroundingSet:
     """Read and check a features NPZ (format in the module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise LowlabelError(f"{path}: grounding features file not found (make one with `lowlabel grounding_ckd "
+        raise LowlabelError(f"{path}: grounding features file not found (make one with `lowlabel grounding "
                             "prepare-coco` or see the format in grounding_ckd/features.py)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [a for a in ARRAYS if a not in z.files]
-            if missing:
-                raise LowlabelError(f"{path}: missing arrays {missing}; see the format in grounding_ckd/features.py")
-            arrays = {a: z[a] for a in ARRAYS}
-    except (OSError, ValueError) as err:
-        if isinstance(err, LowlabelError):
-            raise
-        raise LowlabelError(f"{path}: not a readable NPZ file ({err})") from None
-    for name in ("image_names", "class_names", "sentences", "phrase_text"):
-        arrays[name] = [str(v) for v in arrays[name].reshape(-1)]
-    arrays["region_mask"] = arrays["region_mask"].astype(bool)
-    arrays["gt_mask"] = arrays["gt_mask"].astype(bool)
-    for name in ("sentence_image", "phrase_sentence", "phrase_class"):
-        arrays[name] = arrays[name].astype(np.int64)
-    for name in ("features", "boxes", "scores", "gt_boxes"):
-        arrays[name] = arrays[name].astype(np.float32)
+    arrays = read_npz(path, ARRAYS, "grounding_ckd/features.py")
     data = GroundingSet.__new__(GroundingSet)
     for name, value in arrays.items():
         setattr(data, name, value)

@@ -61,6 +61,19 @@ class Config:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=1e-4, schedule="constant"))
 
 
+def check(cfg: Config) -> None:
+    """Errors for settings that cannot run, before any run folder is made."""
+    if cfg.teacher_norm not in losses.TEACHER_NORMS:
+        raise LowlabelError(f"teacher_norm='{cfg.teacher_norm}': use 'scale' (COCO detector) or 'shift' (softmax "
+                            "over background and classes)")
+    if cfg.batch_size < 2:
+        raise LowlabelError(f"batch_size={cfg.batch_size}: the contrastive loss needs at least 2 pairs per batch "
+                            "(official 32)")
+    if cfg.neighbours < 1 or cfg.max_phrases < 1 or cfg.max_tokens < 1:
+        raise LowlabelError(f"neighbours={cfg.neighbours}, max_phrases={cfg.max_phrases}, max_tokens="
+                            f"{cfg.max_tokens}: each must be at least 1")
+
+
 def build_model(cfg: Config) -> GroundingModel:
     """The two-branch grounding model of `cfg` (region_dim must be set: from the data, or by hand)."""
     if cfg.region_dim <= 0:
@@ -258,6 +271,7 @@ def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, re
 def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, resume: bool,
                 sets: tuple[GroundingSet, GroundingSet] | None = None) -> tuple[GroundingModel, dict]:
     """`train`, returning the model as well; `sets` gives (train, eval) sets already loaded (the demo's seeds)."""
+    check(cfg)
     train_set, eval_set = sets if sets is not None else load_data(cfg, data)
     cfg = fit_to_data(cfg, train_set)
     phrases = phrase_arrays(cfg, train_set)
