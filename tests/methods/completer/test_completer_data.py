@@ -85,10 +85,11 @@ def test_foreign_and_bad_files_are_clear_errors(tmp_path: Path) -> None:
     sio.savemat(tmp_path / "Scene-15.mat", {"features": np.ones((3, 3))})
     with pytest.raises(LowlabelError, match="keys"):
         load_mat(tmp_path / "Scene-15.mat")
-    sio.savemat(tmp_path / "mine.mat", {"X": cell(np.ones((3, 2)), np.ones((3, 2))), "Y": np.ones((3, 1))})
-    with pytest.raises(LowlabelError, match="layout"):
+    sio.savemat(tmp_path / "mine.mat", {"features": np.ones((3, 2))})
+    with pytest.raises(LowlabelError, match="generic layout"):
         load_mat(tmp_path / "mine.mat")
-    with pytest.raises(LowlabelError, match="cell"):
+    sio.savemat(tmp_path / "mine.mat", {"X": cell(np.ones((3, 2)), np.ones((3, 2))), "Y": np.ones((3, 1))})
+    with pytest.raises(LowlabelError, match="1x3 cell"):
         load_mat(tmp_path / "mine.mat", layout="scene15")
     with pytest.raises(LowlabelError, match="does not exist"):
         load_mat(tmp_path / "absent.mat")
@@ -97,6 +98,42 @@ def test_foreign_and_bad_files_are_clear_errors(tmp_path: Path) -> None:
     sio.savemat(tmp_path / "Scene-15.mat", {"X": cell(*bad), "Y": np.ones((4, 1))})
     with pytest.raises(LowlabelError, match="NaN or inf"):
         load_mat(tmp_path / "Scene-15.mat")
+
+
+def test_generic_layout_reads_any_file_name_and_number_of_views(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    views = [rng.random((10, d)) for d in (3, 5, 2)]
+    y = np.array([[7, 7, 3, 3, 3, 9, 9, 9, 9, 3]])  # a 1 x n row, ids with gaps: only scored, never shifted
+    sio.savemat(tmp_path / "my views.mat", {"X": cell(*views[:2]), "Y": y})
+    two = load_mat(tmp_path / "my views.mat")
+    assert two.name == "generic" and [v.shape for v in two.views] == [(10, 3), (10, 5)]
+    np.testing.assert_array_equal(two.labels, y[0])
+    assert two.n_clusters == 3
+    sio.savemat(tmp_path / "three.mat", {"X": cell(*views)})
+    three = load_mat(tmp_path / "three.mat")
+    assert len(three.views) == 3 and three.labels is None
+    with pytest.raises(LowlabelError, match="n-clusters"):
+        _ = three.n_clusters
+    picked = load_mat(tmp_path / "three.mat", views=[2, 0])
+    np.testing.assert_allclose(picked.views[0], views[2].astype(np.float32))
+    np.testing.assert_allclose(picked.views[1], views[0].astype(np.float32))
+    for bad in ([0, 0], [0, 3], [1]):
+        with pytest.raises(LowlabelError, match=r"three\.mat"):
+            load_mat(tmp_path / "three.mat", views=bad)
+    # an official file under another name: its layout by content is generic (all cells), or named explicitly
+    sio.savemat(tmp_path / "scene.mat", {"X": cell(*three_views(6, rng)), "Y": np.arange(1, 7).reshape(-1, 1)})
+    assert len(load_mat(tmp_path / "scene.mat").views) == 3
+    assert [v.shape[1] for v in load_mat(tmp_path / "scene.mat", layout="scene15").views] == [20, 59]
+
+
+def test_labels_must_be_one_integer_per_sample(tmp_path: Path) -> None:
+    views = cell(np.ones((4, 2)), np.ones((4, 3)))
+    cases = ((np.ones((3, 1)), "3 label"), (np.array([[1.0], [2.5], [1.0], [2.0]]), "non-integer"),
+             (np.array([[1.0], [np.nan], [1.0], [2.0]]), "NaN"), (np.array(["a", "b", "c", "d"]), "integers"))
+    for y, problem in cases:
+        sio.savemat(tmp_path / "own.mat", {"X": views, "Y": y})
+        with pytest.raises(LowlabelError, match=problem):
+            load_mat(tmp_path / "own.mat")
 
 
 def test_check_views_names_the_problem() -> None:

@@ -17,8 +17,8 @@ from lowlabel.engine import runtime as rt
 from lowlabel.engine.config import load_config
 from lowlabel.engine.recipe import OptimConfig, TrainConfig
 from lowlabel.errors import LowlabelError
-from lowlabel.methods.completer import demo, recipe
-from lowlabel.methods.completer.cli import app, parse_rates
+from lowlabel.methods.completer import baselines, demo, recipe
+from lowlabel.methods.completer.cli import app, parse_rates, parse_views
 from lowlabel.methods.completer.data import check_mask, digits_world, make_mask
 from lowlabel.methods.completer.recipe import (
     Config,
@@ -31,6 +31,7 @@ from lowlabel.methods.completer.recipe import (
     step_intervals,
 )
 from lowlabel.methods.completer.sweep import summarise
+from lowlabel.metrics.clustering import clustering_scores
 
 
 def small_config(epochs: int, **train: int) -> Config:
@@ -109,11 +110,11 @@ def test_quick_training_on_digits_beats_zero_fill_kmeans() -> None:
     cfg = demo.demo_config(quick=True)
     cfg.train.epochs, cfg.loss.prediction_start, cfg.eval.kmeans_n_init = 30, 10 / 30, 3
     result = recipe.run_once(cfg, data, runtime=runtime)
-    base = demo.baselines(data, mask, n_init=3)
+    base = clustering_scores(data.labels, baselines.kmeans_concat(data.views, mask, 10, fill="zero", n_init=3))
     assert result["n_complete"] == 1797 - 899  # round half up of 0.5 * 1797
     assert result["embedding"].shape == (1797, 64)
-    assert result["scores"]["acc"] > base["kmeans_zero_fill"]["acc"] + 0.1, (result["scores"], base)
-    assert result["scores"]["nmi"] > base["kmeans_zero_fill"]["nmi"] + 0.1, (result["scores"], base)
+    assert result["scores"]["acc"] > base["acc"] + 0.1, (result["scores"], base)
+    assert result["scores"]["nmi"] > base["nmi"] + 0.1, (result["scores"], base)
 
 
 def three_view_config(**train: int) -> Config:
@@ -188,6 +189,14 @@ def test_bad_inputs_are_clear_errors() -> None:
         with pytest.raises(LowlabelError):
             parse_rates(text)
     assert parse_rates("0.1, 0.3") == [0.1, 0.3]
+    assert parse_views("0, 2") == [0, 2]
+    with pytest.raises(LowlabelError, match="views"):
+        parse_views("a,b")
+    for key, value in (("sweep.seeds", 0), ("sweep.missing_rates", [0.5, 1.0]), ("data.n_clusters", -1),
+                       ("data.layout", "scene"), ("data.batch_size", 1), ("data.missing_rate", 1.0)):
+        with pytest.raises(LowlabelError, match=key):
+            recipe.check_config(load_config(Config, options={key: value}))
+    recipe.check_config(Config())
 
 
 def test_train_then_evaluate_round_trip_from_the_saved_config(tmp_path: Path,
@@ -196,7 +205,9 @@ def test_train_then_evaluate_round_trip_from_the_saved_config(tmp_path: Path,
     monkeypatch.setattr(recipe, "digits_world", lambda: digits_world(seed=0, n=200))
     summary = recipe.train(small_config(3), data=None, run_dir=tmp_path, runtime=runtime, resume=False)
     ckpts = sorted((tmp_path / "checkpoints").glob("step_*.pt"))
-    assert ckpts and (tmp_path / "assignments.npy").is_file()
+    assert ckpts
+    lines = (tmp_path / "assignments.csv").read_text().splitlines()
+    assert lines[0] == "sample,cluster" and len(lines) == 201 and lines[1].startswith("0,")
     saved = load_config(Config, tmp_path / "config.yaml")
     assert saved.model.view_dims == [256, 256] and saved.model.d_z == 32 and saved.train.seed == 0
     recipe.build_model(saved)  # the saved config alone determines the architecture
@@ -211,7 +222,7 @@ def test_summary_is_mean_and_population_std() -> None:
     assert summarise(runs[:1]) == {"acc": 0.2, "acc_std": 0.0, "nmi": 0.5, "nmi_std": 0.0, "ari": 0.1, "ari_std": 0.0}
 
 
-def test_cli_cluster_writes_results_and_plots(tmp_path: Path) -> None:
+def test_cli_cluster_writes_results_and_plots_and_resumes(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     y = np.repeat([1, 2], 20).reshape(-1, 1)
     cells = np.empty((1, 3), dtype=object)
@@ -227,8 +238,8 @@ def test_cli_cluster_writes_results_and_plots(tmp_path: Path) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     assert (results["epochs"], results["max_steps"]) == (1, 2)  # --epochs below --set train.max_steps
     assert [r["missing_rate"] for r in results["rates"]] == [0.3, 0.5]
-    assert [r["runs"][0]["n_complete"] for r in results["rates"]] == [28, 20]
-    assert results["rates"][1]["acc"] == results["rates"][1]["runs"][0]["acc"]
+    assert [r["n_complete"] for r in results["runs"]] == [28, 20]
+    assert results["rates"][1]["acc"] == results["runs"][1]["acc"]
     assert sorted(p.name for p in demo.figures(run_dir)) == ["latents_tsne.png", "sweep.png"]
     sub = run_dir / "rate0.5_seed1"
     assert json.loads((sub / "summary.json").read_text())["steps"] == 2
@@ -236,3 +247,11 @@ def test_cli_cluster_writes_results_and_plots(tmp_path: Path) -> None:
     assert (saved.data.layout, saved.data.missing_rate, saved.model.view_dims, saved.model.d_z, saved.train.seed) \
         == ("scene15", 0.5, [20, 59], 128, 8)
     assert "ACC" in res.output
+    # resume with one more seed: the two finished runs are kept as they are, the new seed runs; file and plan
+    # come from the run folder
+    res = CliRunner().invoke(app, ["cluster", "--resume", str(run_dir), "--seeds", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    again = json.loads((run_dir / "results.json").read_text())
+    assert again["runs"][:2] == results["runs"]
+    assert [(r["missing_rate"], r["mask_seed"]) for r in again["runs"]] == [(0.3, 1), (0.5, 1), (0.3, 2), (0.5, 2)]
+    assert load_config(Config, run_dir / "config.yaml").sweep.seeds == 2

@@ -26,7 +26,9 @@ from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
 from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_text
 from lowlabel.methods.completer.data import (
+    GENERIC,
     LAYOUTS,
     OTHER_DATA,
     MultiView,
@@ -43,7 +45,9 @@ from lowlabel.metrics.clustering import clustering_scores, kmeans
 
 @dataclass
 class DataConfig:
-    layout: str = ""  # "" guesses it from the .mat file name (scene15, landuse21, caltech101_20, noisymnist)
+    layout: str = ""  # scene15, landuse21, caltech101_20, noisymnist, generic; "" = from the file's name, else content
+    views: list[int] = field(default_factory=list)  # cells of X to use (0-based); [] = the layout's (generic: all)
+    n_clusters: int = 0  # K; 0 = the number of distinct labels (official), required for a file without labels
     missing_rate: float = 0.5  # fraction of samples with a missing view (paper's η)
     mask_seed: int = 1  # the paper's runs use mask seeds 1..5
     batch_size: int = 256
@@ -72,6 +76,14 @@ class EvalConfig:
 
 
 @dataclass
+class SweepConfig:
+    """The runs of `lowlabel completer cluster`: every missing rate with mask seeds 1..seeds (paper: 0.5, 5 seeds)."""
+
+    missing_rates: list[float] = field(default_factory=lambda: [0.5])
+    seeds: int = 5
+
+
+@dataclass
 class Config:
     """Official COMPLETER hyperparameters (configure.py): Adam 1e-4 without weight decay or schedule, 500 epochs,
     batch 256, α = 9, λ1 = λ2 = 0.1, L_pre from epoch 100. `train.seed` -1 = the layout's official seed (Scene 8,
@@ -82,6 +94,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=500, log_every=100, checkpoint_every=0, eval_every=0, amp=False, seed=-1))
     # fused Adam: one kernel per step for all parameters (the update COMPLETER's numbers were measured with)
@@ -101,7 +114,7 @@ def resolved(cfg: Config, views: Sequence[np.ndarray], layout: str = "") -> Conf
     if cfg.model.view_dims and list(cfg.model.view_dims) != dims:
         raise LowlabelError(f"model.view_dims={list(cfg.model.view_dims)} but the data's views are {dims} wide; "
                             "use the config of a run on this data, or leave model.view_dims empty")
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, layout=layout if layout in LAYOUTS
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, layout=layout if layout in (*LAYOUTS, GENERIC)
                                                             else cfg.data.layout))
     d_z, seed = _d_z_and_seed(cfg)
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, view_dims=dims, d_z=d_z),
@@ -196,6 +209,7 @@ def fit_and_cluster(
     runtime: Runtime,
     run_dir: Path | None = None,
     resume: bool = False,
+    source: str = "fit_and_cluster",
 ) -> dict[str, Any]:
     """Train COMPLETER (`build_model(resolved(cfg, views))`) on the complete samples of `views` under `mask`, then
     cluster all samples.
@@ -204,20 +218,20 @@ def fit_and_cluster(
     rows only, with `cfg.optim` (Adam) for the Trainer's run length (`train.epochs` or `train.max_steps`), batches
     reshuffled each epoch, last partial batch kept (dropped only when it would hold a single sample, which
     BatchNorm cannot train on). Returns {'assignments', 'embedding', 'scores' (if labels), 'history' (scores at
-    every evaluation), 'summary', 'n_complete', 'steps_per_epoch'}.
+    every evaluation), 'summary', 'n_complete', 'steps_per_epoch'}. `source` names the data in error messages.
     """
-    check_views(views, labels, source="fit_and_cluster")
+    check_views(views, labels, source=source)
     n = views[0].shape[0]
     keep = check_mask(mask, n, len(views))
     if n_clusters > n:
-        raise LowlabelError(f"asked for {n_clusters} clusters but there are only {n} samples")
+        raise LowlabelError(f"{source}: asked for {n_clusters} clusters but there are only {n} samples")
     cfg = resolved(cfg, views)
     views = [np.ascontiguousarray(x * keep[:, v : v + 1], dtype=np.float32) for v, x in enumerate(views)]
     complete = keep.all(axis=1)
     n_complete = int(complete.sum())
     if n_complete < 2:
-        raise LowlabelError(f"only {n_complete} sample(s) have every view; training needs at least 2 "
-                            "(lower the missing rate)")
+        raise LowlabelError(f"{source}: only {n_complete} sample(s) have every view under missing rate "
+                            f"{cfg.data.missing_rate}; training needs at least 2 (lower the missing rate)")
     batch_size, seed = cfg.data.batch_size, cfg.train.seed
     batches = TensorBatches([torch.from_numpy(x[complete]) for x in views], batch_size, runtime,
                             seed=seed, drop_last=n_complete % batch_size == 1)
@@ -260,43 +274,82 @@ def fit_and_cluster(
 
 
 # ------------------------------------------------------------------------------------------- the contract
+def check_config(cfg: Config) -> None:
+    """A LowlabelError for settings no run can use (checked before a run folder is made)."""
+    problems = []
+    if not cfg.sweep.missing_rates or any(not 0.0 <= r < 1.0 for r in cfg.sweep.missing_rates):
+        problems.append(f"sweep.missing_rates {list(cfg.sweep.missing_rates)}: every rate must lie in [0, 1)")
+    if not 0.0 <= cfg.data.missing_rate < 1.0:
+        problems.append(f"data.missing_rate {cfg.data.missing_rate} must lie in [0, 1)")
+    if cfg.sweep.seeds < 1:
+        problems.append(f"sweep.seeds {cfg.sweep.seeds} must be at least 1")
+    if cfg.data.n_clusters < 0:
+        problems.append(f"data.n_clusters {cfg.data.n_clusters} must be 0 (the number of labels) or positive")
+    if cfg.data.batch_size < 2:
+        problems.append(f"data.batch_size {cfg.data.batch_size} must be at least 2 (BatchNorm)")
+    if cfg.data.layout and cfg.data.layout not in (*LAYOUTS, GENERIC):
+        problems.append(f"data.layout '{cfg.data.layout}': use one of {', '.join((*LAYOUTS, GENERIC))}")
+    if problems:
+        raise LowlabelError("; ".join(problems))
+
+
 def load_data(cfg: Config, data: Path | None) -> MultiView:
-    """The dataset of a run: the digits world when `data` is None, else the official .mat at `data`."""
-    return digits_world() if data is None else load_mat(data, layout=cfg.data.layout or None)
+    """The dataset of a run: the digits world when `data` is None, else the .mat file at `data` (`data.layout`,
+    `data.views`)."""
+    if data is None:
+        return digits_world()
+    dataset = load_mat(data, layout=cfg.data.layout or None, views=cfg.data.views or None)
+    if dataset.labels is None and not cfg.data.n_clusters:
+        raise LowlabelError(f"{data} has no labels (no Y), so the number of clusters is unknown: pass --n-clusters K "
+                            "(config data.n_clusters)")
+    return dataset
+
+
+def write_assignments(path: Path, assignments: np.ndarray) -> Path:
+    """The cluster id of every sample, in file order, as CSV with a `sample,cluster` header (written atomically)."""
+    rows = "".join(f"{i},{int(c)}\n" for i, c in enumerate(assignments))
+    return write_text(path, "sample,cluster\n" + rows)
 
 
 def run_once(cfg: Config, dataset: MultiView, *, runtime: Runtime, run_dir: Path | None = None,
              resume: bool = False) -> dict[str, Any]:
-    """One run on `dataset` under the mask of `cfg.data` (missing_rate, mask_seed): `fit_and_cluster`. With a
-    `run_dir`, it also gets the resolved config (config.yaml: view widths, d_z, seed), which evaluation reads."""
+    """One run on `dataset` under the mask of `cfg.data` (missing_rate, mask_seed) with K = `data.n_clusters` (0:
+    the number of labels): `fit_and_cluster`. With a `run_dir`, it also gets the resolved config (config.yaml: view
+    widths, d_z, seed), which evaluation reads, and assignments.csv."""
     cfg = resolved(cfg, dataset.views, dataset.name)
-    mask = make_mask(dataset.labels.size, len(dataset.views), cfg.data.missing_rate, cfg.data.mask_seed)
+    n_clusters = cfg.data.n_clusters or dataset.n_clusters
+    mask = make_mask(dataset.views[0].shape[0], len(dataset.views), cfg.data.missing_rate, cfg.data.mask_seed)
     if run_dir is not None and runtime.is_main:
         save_config(cfg, Path(run_dir) / "config.yaml")
-    return fit_and_cluster(cfg, dataset.views, dataset.labels, mask, n_clusters=dataset.n_clusters,
-                           runtime=runtime, run_dir=run_dir, resume=resume)
+    result = fit_and_cluster(cfg, dataset.views, dataset.labels, mask, n_clusters=n_clusters, runtime=runtime,
+                             run_dir=run_dir, resume=resume, source=dataset.source or dataset.name)
+    if run_dir is not None and runtime.is_main:
+        write_assignments(Path(run_dir) / "assignments.csv", result["assignments"])
+    return result
 
 
 def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, resume: bool) -> dict:
     """One COMPLETER run (mask seed `cfg.data.mask_seed`); writes config.yaml (resolved), checkpoints,
-    metrics.jsonl and assignments.npy."""
+    metrics.jsonl and assignments.csv. Scores only when the data has labels."""
+    check_config(cfg)
     dataset = load_data(cfg, data)
     result = run_once(cfg, dataset, runtime=runtime, run_dir=run_dir, resume=resume)
-    if runtime.is_main:
-        np.save(run_dir / "assignments.npy", result["assignments"])
-    return {"dataset": dataset.name, "n_complete": result["n_complete"], "scores": result["scores"],
+    return {"dataset": dataset.name, "n_complete": result["n_complete"], "scores": result.get("scores"),
             "history": result["history"], "train": result["summary"]}
 
 
 def evaluate(cfg: Config, *, checkpoint: Path, data: Path | None, runtime: Runtime) -> dict[str, float]:
     """ACC/NMI/ARI of a trained checkpoint on the same data and mask (k-means on the imputed fused latents)."""
     dataset = load_data(cfg, data)
+    if dataset.labels is None:
+        raise LowlabelError(f"{data} has no labels (Y), so there is nothing to score; the run's assignments.csv "
+                            "holds the clusters")
     cfg = resolved(cfg, dataset.views, dataset.name)
     mask = make_mask(dataset.labels.size, len(dataset.views), cfg.data.missing_rate, cfg.data.mask_seed)
     model = load_model(build_model, cfg, checkpoint, runtime.device)
     views = [x * mask[:, v : v + 1].astype(np.float32) for v, x in enumerate(dataset.views)]
-    assign = kmeans(embed(model, views, mask, runtime.device), dataset.n_clusters, n_init=cfg.eval.kmeans_n_init,
-                    seed=cfg.train.seed)
+    assign = kmeans(embed(model, views, mask, runtime.device), cfg.data.n_clusters or dataset.n_clusters,
+                    n_init=cfg.eval.kmeans_n_init, seed=cfg.train.seed)
     return clustering_scores(dataset.labels, assign)
 
 
