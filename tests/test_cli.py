@@ -87,3 +87,26 @@ def test_train_rejects_unknown_config_key():
            "from lowlabel.__main__ import main; main()"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown config key" in done.stderr and "valid keys" in done.stderr
+
+
+def test_eval_defaults_to_the_data_and_config_the_run_recorded(tmp_path, monkeypatch):
+    from lowlabel.engine.config import save_config
+    from lowlabel.files import write_json
+    from lowlabel.methods.completer import recipe
+
+    run = tmp_path / "runs" / "completer" / "20260101-000000"
+    cfg = recipe.Config()
+    cfg.train.seed = 7
+    save_config(cfg, run / "config.yaml")
+    data = tmp_path / "my_views.mat"
+    data.write_bytes(b"")
+    write_json(run / "run.json", {"slug": "completer", "data": str(data)})
+    checkpoint = run / "checkpoints" / "step_00000002.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"")
+    seen = []
+    monkeypatch.setattr(recipe, "evaluate", lambda c, *, checkpoint, data, runtime: seen.append((c, data)) or {})
+    for target in (checkpoint, run / "model.pt"):
+        result = runner.invoke(app, ["eval", "completer", "--checkpoint", str(target), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+    assert [(c.train.seed, d) for c, d in seen] == [(7, data), (7, data)]

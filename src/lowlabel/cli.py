@@ -160,14 +160,18 @@ def evaluate(
     set_: SetOption = None,
     device: Device = "auto",
 ) -> None:
-    """Evaluate a trained checkpoint and print the method's metrics."""
-    recipe = registry.get(slug).recipe()
+    """Evaluate a trained checkpoint and print the method's metrics (default data: the one the run trained on)."""
+    method = registry.get(slug)
+    recipe = method.recipe()
     from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import runtime as rt
+    from lowlabel.engine.rundir import recorded_data
 
-    # the run folder holds config.yaml; checkpoints sit in it (model.pt) or in its checkpoints/ (step_N.pt)
-    found = [p / "config.yaml" for p in checkpoint.resolve().parents[:2] if (p / "config.yaml").is_file()]
-    cfg = cfg_mod.load_config(recipe.Config, config or (found[0] if found else None), set_ or [])
+    # the run folder holds config.yaml and run.json; checkpoints sit in it (model.pt) or in its checkpoints/
+    runs = [p for p in checkpoint.resolve().parents[:2] if (p / "config.yaml").is_file()]
+    cfg = cfg_mod.load_config(recipe.Config, config or (runs[0] / "config.yaml" if runs else None), set_ or [])
+    if data is None and runs:
+        data = recorded_data(runs[0], method.slug)[1]  # the data the run trained on (None: the built-in world)
     runtime = rt.init(device, seed=cfg.train.seed)
     metrics = recipe.evaluate(cfg, checkpoint=checkpoint, data=data, runtime=runtime)
     table = Table(title=f"{slug}: evaluation of {checkpoint}")

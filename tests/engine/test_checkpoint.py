@@ -98,3 +98,16 @@ def test_load_into_reads_training_checkpoints_and_bare_state_dicts(tmp_path):
     atomic_save([1, 2], tmp_path / "list.pt")
     with pytest.raises(LowlabelError, match="holds no state dict"):
         load_into(nn.Linear(3, 2), tmp_path / "list.pt")
+
+
+def test_a_failed_torch_save_is_named_and_leaves_nothing(tmp_path, monkeypatch):
+    def failing(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 half")  # part of the archive reached the disk
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", failing)
+    with pytest.raises(LowlabelError, match=r"could not write .*step_00000001\.pt.*file write failed"):
+        ckpt.atomic_save({"w": torch.ones(2)}, tmp_path / "step_00000001.pt")
+    assert list(tmp_path.iterdir()) == []

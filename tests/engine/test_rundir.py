@@ -141,3 +141,17 @@ def test_train_run_hands_the_recorded_data_to_the_recipe(tmp_path):
     with pytest.raises(LowlabelError, match="no data"):
         train_run(recipe, "toy", out=tmp_path / "other", device="cpu")
     assert not (tmp_path / "other").exists()
+
+
+def test_a_full_disk_while_recording_leaves_no_folder(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    def full(self: Path, *args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(LowlabelError, match=r"config\.yaml.*No space left"):
+        _open(tmp_path)
+    monkeypatch.undo()
+    assert not (tmp_path / "runs").exists()

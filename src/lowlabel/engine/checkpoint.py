@@ -23,7 +23,10 @@ _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """torch.save to a temporary file beside `path`, then rename: a kill never leaves a half-written file."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:  # torch reports a failed write (a full disk) as RuntimeError, not OSError
+            raise LowlabelError(f"could not write {path}: {str(err).splitlines()[-1] if str(err) else err}") from err
     return Path(path)
 
 

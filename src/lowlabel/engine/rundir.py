@@ -107,20 +107,23 @@ def open_run(schema: type[T], slug: str, *, out: Path, data: Path | None = None,
     if check is not None:
         check(cfg)
     runtime = rt.init(device, seed=cfg.train.seed)  # type: ignore[attr-defined]
-    run_dir = run_path if run_path is not None else new_run_dir(out, slug)
-    if runtime.is_main:
-        cfg_mod.save_config(cfg, run_dir / "config.yaml")
-        record = {"slug": slug, "data": str(data.resolve()) if data is not None else None, "lowlabel": __version__,
-                  "command": sys.argv}
-        if run_path is not None:
-            old = read_json(run_dir / "run.json", "run record") if (run_dir / "run.json").is_file() else {}
-            record = {**old, "data": record["data"],
-                      "resumed": [*old.get("resumed", []), {"at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                             "command": sys.argv}]}
-        else:
-            record["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_json(run_dir / "run.json", record)
-    return cfg, Run(run_dir, data, run_path is not None), runtime
+    run = Run(run_path if run_path is not None else new_run_dir(out, slug), data, run_path is not None)
+    with removed_on_error(run):  # a full disk while recording leaves no half-made folder
+        if runtime.is_main:
+            _record(cfg, slug, run.dir, data, resumed=run.resumed)
+    return cfg, run, runtime
+
+
+def _record(cfg: Any, slug: str, run_dir: Path, data: Path | None, *, resumed: bool) -> None:
+    """Write config.yaml and run.json (created, or the resume appended) of a run."""
+    cfg_mod.save_config(cfg, run_dir / "config.yaml")
+    now, path = time.strftime("%Y-%m-%dT%H:%M:%S"), str(data.resolve()) if data is not None else None
+    if resumed:
+        old = read_json(run_dir / "run.json", "run record") if (run_dir / "run.json").is_file() else {}
+        record = {**old, "data": path, "resumed": [*old.get("resumed", []), {"at": now, "command": sys.argv}]}
+    else:
+        record = {"slug": slug, "data": path, "lowlabel": __version__, "command": sys.argv, "created": now}
+    write_json(run_dir / "run.json", record)
 
 
 @contextmanager

@@ -271,8 +271,11 @@ class _Log:
 
     def record(self, row: Mapping[str, Any]) -> None:
         if self.file is not None:
-            self.file.write(json.dumps({**row, "time": round(time.perf_counter() - self.t0, 3)}) + "\n")
-            self.file.flush()
+            try:
+                self.file.write(json.dumps({**row, "time": round(time.perf_counter() - self.t0, 3)}) + "\n")
+                self.file.flush()
+            except OSError as err:  # an appended log cannot be written atomically; a full disk is still named
+                raise LowlabelError(f"could not write {self.file.name}: {err.strerror or err}") from err
         if self.active and self.progress is None:
             done = row["step"] - self.start
             eta = (time.perf_counter() - self.t0) / max(done, 1) * (self.total - row["step"])
