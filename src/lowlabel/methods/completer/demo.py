@@ -101,8 +101,8 @@ def tune(*, runtime: Runtime, quick: bool = False) -> dict[str, dict[str, dict[s
 
 
 def figures(run_dir: Path) -> list[Path]:
-    """The PNGs of a COMPLETER demo or `lowlabel completer cluster` folder (`latents_tsne.png`, `sweep.png`),
-    sorted by name; a single training run writes none."""
+    """The PNGs of a COMPLETER demo, `lowlabel train completer` or `lowlabel completer cluster` folder
+    (`latents_tsne.png`; `latents_pca.png` for a quick demo or a training run; `sweep.png` for a sweep over rates)."""
     return sorted(Path(run_dir).glob("*.png"))
 
 
@@ -127,9 +127,10 @@ def run(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
         mask = make_mask(dataset.labels.size, 2, MISSING_RATE, seed)
         for name in list(CHOSEN)[1:]:
             per_seed[name].append(baseline_scores(name, dataset, mask, CHOSEN[name], seed))
-        if seed == seeds[0]:
-            plot_latents(result["embedding"], result["assignments"], out / "latents_tsne.png",
-                         title="COMPLETER on digits")
+        if seed == seeds[0]:  # quick: PCA, since t-SNE alone can take a minute on a busy 2-core machine
+            projection = "pca" if quick else "tsne"
+            plot_latents(result["embedding"], result["assignments"], out / f"latents_{projection}.png",
+                         title="COMPLETER on digits", projection=projection)
     wins = _wins(per_seed)
     write_json(out / "per_seed.json", {"seeds": list(seeds), "settings": CHOSEN, "per_seed": per_seed, "wins": wins})
     rows = mean_over_seeds(per_seed)

@@ -11,17 +11,23 @@ from lowlabel.report.figures import figure, save_figure
 
 
 def plot_latents(embedding: np.ndarray, clusters: np.ndarray, path: Path, *, title: str = "",
-                 max_points: int = 3000, seed: int = 0) -> Path:
-    """t-SNE (2-D) of `embedding` (n, d) coloured by cluster id (n,), on at most `max_points` random samples."""
-    from sklearn.manifold import TSNE
-
+                 max_points: int = 3000, seed: int = 0, projection: str = "tsne") -> Path:
+    """2-D view of `embedding` (n, d) coloured by cluster id (n,), on at most `max_points` random samples:
+    t-SNE, or PCA (instant; what a training run writes, since t-SNE can take a minute on a busy CPU)."""
     rng = np.random.default_rng(seed)
     pick = rng.permutation(embedding.shape[0])[:max_points]
-    points = TSNE(n_components=2, init="pca", random_state=seed,
-                  perplexity=min(30.0, max(2.0, (pick.size - 1) / 3))).fit_transform(embedding[pick])
+    chosen = embedding[pick].astype(np.float64)
+    if projection == "pca":
+        centred = chosen - chosen.mean(0)
+        points = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+    else:
+        from sklearn.manifold import TSNE
+
+        points = TSNE(n_components=2, init="pca", random_state=seed,
+                      perplexity=min(30.0, max(2.0, (pick.size - 1) / 3))).fit_transform(chosen)
     fig, ax = figure(figsize=(6, 6))
     ax.scatter(points[:, 0], points[:, 1], c=clusters[pick], cmap="tab20", s=4)
-    ax.set_title(title or "fused latents (t-SNE), coloured by k-means cluster")
+    ax.set_title(title or f"fused latents ({'PCA' if projection == 'pca' else 't-SNE'}), coloured by k-means cluster")
     ax.set_xticks([])
     ax.set_yticks([])
     return save_figure(fig, path, dpi=120, bbox_inches="tight")

@@ -40,6 +40,7 @@ from lowlabel.methods.completer.data import (
 )
 from lowlabel.methods.completer.losses import cross_view_contrastive, dual_prediction, reconstruction
 from lowlabel.methods.completer.model import Completer, pair_key
+from lowlabel.methods.completer.plots import plot_latents
 from lowlabel.metrics.clustering import clustering_scores, kmeans
 
 
@@ -330,10 +331,14 @@ def run_once(cfg: Config, dataset: MultiView, *, runtime: Runtime, run_dir: Path
 
 def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, resume: bool) -> dict:
     """One COMPLETER run (mask seed `cfg.data.mask_seed`); writes config.yaml (resolved), checkpoints,
-    metrics.jsonl and assignments.csv. Scores only when the data has labels."""
+    metrics.jsonl, assignments.csv and latents_pca.png (the report's figure). Scores only when the data has
+    labels."""
     check_config(cfg)
     dataset = load_data(cfg, data)
     result = run_once(cfg, dataset, runtime=runtime, run_dir=run_dir, resume=resume)
+    if runtime.is_main:
+        plot_latents(result["embedding"], result["assignments"], Path(run_dir) / "latents_pca.png",
+                     title=f"COMPLETER on {dataset.name}: fused latents (PCA) by cluster", projection="pca")
     return {"dataset": dataset.name, "n_complete": result["n_complete"], "scores": result.get("scores"),
             "history": result["history"], "train": result["summary"]}
 
