@@ -8,11 +8,7 @@ import contextlib
 import csv
 import io
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +16,6 @@ import pytest
 import scipy.io as sio
 import torch
 
-from lowlabel.engine import checkpoint
 from lowlabel.engine.config import load_config
 from lowlabel.methods.completer.recipe import Config
 
@@ -41,33 +36,18 @@ def write_views(path: Path, *, labels: bool, n: int = 90, seed: int = 0) -> np.n
     return y
 
 
-def lowlabel(*args: str | Path, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lowlabel", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def finish(proc: subprocess.Popen) -> str:
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, output
-    return output
-
-
-def only_run(root: Path) -> Path:
-    (run,) = (root / "completer").iterdir()
-    return run
-
-
-def test_cluster_own_two_view_file_with_and_without_labels(tmp_path: Path) -> None:
+def test_cluster_own_two_view_file_with_and_without_labels(tmp_path: Path, lowlabel_processes) -> None:
+    procs = lowlabel_processes
     y = write_views(tmp_path / "my_views.mat", labels=True)
     write_views(tmp_path / "my_unlabelled.mat", labels=False)
     common = ["--seeds", "1", "--set", "train.max_steps=30", *TINY]
-    labelled = lowlabel("completer", "cluster", "my_views.mat", "--missing-rate", "0.2,0.5", "--out", "a", *common,
-                        cwd=tmp_path)
-    unlabelled = lowlabel("completer", "cluster", "my_unlabelled.mat", "--n-clusters", "3", "--out", "b", *common,
+    labelled = procs.start("completer", "cluster", "my_views.mat", "--missing-rate", "0.2,0.5", "--out", "a", *common,
+                            cwd=tmp_path)
+    unlabelled = procs.start("completer", "cluster", "my_unlabelled.mat", "--n-clusters", "3", "--out", "b", *common,
                           cwd=tmp_path)
-    text = finish(labelled)
+    text = procs.finish(labelled)
     assert "ACC" in text
-    run = only_run(tmp_path / "a")
+    run = procs.only_run(tmp_path / "a", "completer")
     results = json.loads((run / "results.json").read_text())
     assert results["layout"] == "generic" and results["scored"] and results["missing_rates"] == [0.2, 0.5]
     assert [(r["missing_rate"], r["n_complete"]) for r in results["runs"]] == [(0.2, 72), (0.5, 45)]
@@ -81,19 +61,14 @@ def test_cluster_own_two_view_file_with_and_without_labels(tmp_path: Path) -> No
     assert rows[0] == ["sample", "cluster"] and [int(r[0]) for r in rows[1:]] == list(range(y.size))
     assert load_config(Config, sub / "config.yaml").model.view_dims == [6, 4]
 
-    text = finish(unlabelled)
+    text = procs.finish(unlabelled)
     assert "no labels" in text and "ACC" not in text
-    run = only_run(tmp_path / "b")
+    run = procs.only_run(tmp_path / "b", "completer")
     results = json.loads((run / "results.json").read_text())
     assert not results["scored"] and results["rates"] == [] and "acc" not in results["runs"][0]
     clusters = [int(r[1]) for r in list(csv.reader((run / "rate0.5_seed1" / "assignments.csv").open()))[1:]]
     assert len(clusters) == y.size and set(clusters) <= {0, 1, 2}
     assert (run / "latents_tsne.png").is_file() and (run / "rate0.5_seed1" / "checkpoints").is_dir()
-
-
-def final_model(run: Path) -> dict[str, torch.Tensor]:
-    newest = max((run / "checkpoints").glob("step_*.pt"))
-    return checkpoint.load(newest)["model"]
 
 
 def lowlabel_here(*args: str | Path) -> str:
@@ -113,30 +88,18 @@ def lowlabel_here(*args: str | Path) -> str:
     return out.getvalue()
 
 
-def test_train_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      lowlabel_processes) -> None:
+    procs, steps = lowlabel_processes, 300
     monkeypatch.chdir(tmp_path)
     write_views(tmp_path / "my_views.mat", labels=True, n=120)
-    steps = 300
     train = ["train", "completer", "--data", "my_views.mat", "--set", f"train.max_steps={steps}",
              "--set", "train.checkpoint_every=10", "--set", "train.keep_checkpoints=100", *TINY]
-    killed = lowlabel(*train, "--out", "killed", cwd=tmp_path)
-    deadline = time.monotonic() + 90
-    while not list((tmp_path / "killed").glob("completer/*/checkpoints/step_*.pt")):
-        assert killed.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    lowlabel_here(*train, "--out", "whole")  # the uninterrupted run, meanwhile
-    run = only_run(tmp_path / "killed")
-    written = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("step_*.pt"))
-    assert written and written[-1] < steps, written  # killed mid-run
+    killed = procs.start(*train, "--out", "killed", cwd=tmp_path)
+    run = procs.kill_after_checkpoint(killed, tmp_path / "killed", "completer", steps, timeout=90)
+    lowlabel_here(*train, "--out", "whole")  # the uninterrupted run
     assert "resumed from" in lowlabel_here("train", "completer", "--resume", run, "--threads", "1", "--device", "cpu")
-    reference = final_model(only_run(tmp_path / "whole"))
-    resumed = final_model(run)
-    assert (run / "checkpoints" / f"step_{steps:08d}.pt").is_file()
-    assert reference.keys() == resumed.keys()
-    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+    procs.assert_same_weights(procs.only_run(tmp_path / "whole", "completer"), run, steps)
     record = json.loads((run / "run.json").read_text())
     assert record["data"] == str((tmp_path / "my_views.mat").resolve()) and len(record["resumed"]) == 1
     assert (run / "assignments.csv").is_file() and (run / "metrics.jsonl").is_file()

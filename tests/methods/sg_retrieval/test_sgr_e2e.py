@@ -6,19 +6,11 @@ end with the weights of an uninterrupted run."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 from PIL import Image
-
-from lowlabel.engine import checkpoint
 
 SUBJECTS = ["man", "woman", "dog", "cat", "horse"]
 OBJECTS = ["hat", "ball", "car", "tree"]
@@ -59,50 +51,22 @@ def write_dataset(root: Path, n: int = 30) -> Path:
     return manifest
 
 
-def lowlabel(*args: str | Path, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lowlabel", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def finish(proc: subprocess.Popen) -> str:
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, output
-    return output
-
-
-def only_run(root: Path) -> Path:
-    (run,) = (root / "sg_retrieval").iterdir()
-    return run
-
-
-def final_model(run: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(max((run / "checkpoints").glob("step_*.pt")))["model"]
-
-
-def test_train_and_eval_on_own_files_then_kill_and_resume(tmp_path: Path) -> None:
+def test_train_and_eval_on_own_files_then_kill_and_resume(tmp_path: Path, lowlabel_processes) -> None:
+    procs = lowlabel_processes
     manifest = write_dataset(tmp_path / "mine")
     steps = 200  # long enough that the kill lands mid-run however fast the machine
     train = ["train", "sg_retrieval", "--data", manifest, "--set", f"train.max_steps={steps}",
              "--set", "train.checkpoint_every=10", "--set", "train.keep_checkpoints=100", "--set", "train.log_every=10",
              *TINY]
-    whole = lowlabel(*train, "--out", "whole", cwd=tmp_path)
-    killed = lowlabel(*train, "--out", "killed", cwd=tmp_path)
-    deadline = time.monotonic() + 90
-    while not list((tmp_path / "killed").glob("sg_retrieval/*/checkpoints/step_*.pt")):
-        assert killed.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    run = only_run(tmp_path / "killed")
-    written = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("step_*.pt"))
-    assert written and written[-1] < steps, written  # killed mid-run
-    resumed_text = lowlabel("train", "sg_retrieval", "--resume", run, "--threads", "1", "--device", "cpu",
-                            cwd=tmp_path)
-    finish(whole)
-    reference_run = only_run(tmp_path / "whole")
-    assert "resumed from" in finish(resumed_text)
-    reference, resumed = final_model(reference_run), final_model(run)
-    assert reference.keys() == resumed.keys() and all(torch.equal(reference[k], resumed[k]) for k in reference)
+    whole = procs.start(*train, "--out", "whole", cwd=tmp_path)
+    killed = procs.start(*train, "--out", "killed", cwd=tmp_path)
+    run = procs.kill_after_checkpoint(killed, tmp_path / "killed", "sg_retrieval", steps, timeout=90)
+    resumed_text = procs.start("train", "sg_retrieval", "--resume", run, "--threads", "1", "--device", "cpu",
+                               cwd=tmp_path)
+    procs.finish(whole, timeout=120)
+    reference_run = procs.only_run(tmp_path / "whole", "sg_retrieval")
+    assert "resumed from" in procs.finish(resumed_text, timeout=120)
+    procs.assert_same_weights(reference_run, run, steps)
     record = json.loads((run / "run.json").read_text())
     assert record["data"] == str(manifest.resolve()) and len(record["resumed"]) == 1
 
@@ -117,7 +81,7 @@ def test_train_and_eval_on_own_files_then_kill_and_resume(tmp_path: Path) -> Non
     assert (reference_run / "model.pt").is_file()
     assert (reference_run / "retrieval.png").read_bytes()[:4] == b"\x89PNG"
 
-    text = finish(lowlabel("eval", "sg_retrieval", "--checkpoint", reference_run / "model.pt", "--data", manifest,
-                           "--config", reference_run / "config.yaml", "--device", "cpu", cwd=tmp_path))
+    text = procs.run("eval", "sg_retrieval", "--checkpoint", reference_run / "model.pt", "--data", manifest,
+                     "--config", reference_run / "config.yaml", "--device", "cpu", cwd=tmp_path, timeout=120)
     for key in ("ndcg@10", "pool_ndcg@10", "human_agreement"):
         assert f"{summary['eval'][f'surrogate_{key}']:.4f}" in text and key in text
