@@ -195,3 +195,63 @@ def test_cli_prepare_coco_on_corrupt_captions(tmp_path):
                                                      "--splits", "val", "--out", tmp_path / "out"],
                      "captions_val2017.json")
     assert not (tmp_path / "out").exists()
+
+
+def _prepare_inputs(root: Path) -> dict[str, Path]:
+    """A one-image Flickr30K Entities folder (train split), its image (never decoded: every error comes first), a
+    detections JSON and a phrase -> class table."""
+    (root / "flickr" / "Sentences").mkdir(parents=True)
+    (root / "flickr" / "Annotations").mkdir()
+    (root / "flickr" / "Sentences" / "42.txt").write_text("[/EN#18/people A man] wears [/EN#19/clothing ears]\n")
+    (root / "flickr" / "Annotations" / "42.xml").write_text(ANNOTATION)
+    (root / "flickr" / "train.txt").write_text("42\n")
+    (root / "images").mkdir()
+    (root / "images" / "42.jpg").write_bytes(b"not decoded")
+    dets = {"class_names": ["person"], "images": {"42.jpg": {"boxes": [[0, 0, 5, 5]], "scores": [[0.9]]}}}
+    (root / "dets.json").write_text(json.dumps(dets))
+    (root / "table.json").write_text('{"a man": "person"}')
+    return {"flickr": root / "flickr", "images": root / "images", "dets": root / "dets.json",
+            "table": root / "table.json"}
+
+
+def _prepare_args(paths: dict[str, Path], out: Path, *extra: object) -> list[object]:
+    return ["grounding", "prepare", paths["images"], "--flickr", paths["flickr"], "--splits", "train",
+            "--detections", paths["dets"], "--match", "table", "--table", paths["table"], "--out", out, *extra]
+
+
+@given(st.one_of(st.binary(max_size=100), JSON.map(lambda j: json.dumps({"class_names": ["person"], "images": j})
+                                                    .encode())))
+def test_cli_prepare_with_broken_detections(tmp_path_factory, content):
+    root = tmp_path_factory.mktemp("prep")
+    paths = _prepare_inputs(root)
+    paths["dets"].write_bytes(content)
+    expect_cli_error("cli: grounding prepare detections", _prepare_args(paths, root / "out"), "dets.json")
+    assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize(("breakage", "named"), [
+    (lambda p: (p["flickr"] / "train.txt").unlink(), "train.txt"),  # missing split file
+    (lambda p: (p["flickr"] / "Sentences" / "42.txt").write_text("[/EN#7/people A man]\n"), "42.txt"),  # no box
+    (lambda p: p["dets"].write_text(json.dumps({"class_names": ["person"], "images": {
+        "42.jpg": {"boxes": [[0, 0, 5, 5]], "scores": [[0.9]]}, "43.jpg": {"boxes": [], "scores": []}}})),
+     "dets.json"),  # detections for an image no annotation lists
+    (lambda p: p["dets"].write_text('{"class_names": ["person"], "images": {}}'), "dets.json"),  # none for 42.jpg
+    (lambda p: (p["images"] / "42.jpg").unlink(), "42.jpg"),
+    (lambda p: p["table"].write_text('{"a man": "giraffe"}'), "table.json"),
+])
+def test_cli_prepare_bad_inputs_name_the_file(tmp_path, breakage, named):
+    paths = _prepare_inputs(tmp_path)
+    breakage(paths)
+    expect_cli_error("cli: grounding prepare", _prepare_args(paths, tmp_path / "out"), named)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_prepare_needs_one_source_of_each_kind(tmp_path):
+    paths = _prepare_inputs(tmp_path)
+    expect_cli_error("cli: grounding prepare", [*_prepare_args(paths, tmp_path / "out"), "--detector", tmp_path],
+                     "--detections FILE or as --detector DIR")
+    expect_cli_error("cli: grounding prepare", [*_prepare_args(paths, tmp_path / "out"), "--referit", paths["dets"]],
+                     "--flickr ROOT or as --referit LIST")
+    expect_cli_error("cli: grounding prepare", ["grounding", "prepare", paths["images"], "--flickr", paths["flickr"],
+                                                "--splits", "train", "--detections", paths["dets"], "--match",
+                                                "table"], "--table FILE")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lowlabel.errors import LowlabelError
-from lowlabel.methods.grounding_ckd import coco
+from lowlabel.methods.grounding_ckd import coco, regions
 
 CATEGORIES = ["person", "dining table", "bus", "cell phone", "sports ball", "dog"]
 PERSON, TABLE, BUS, PHONE, BALL, DOG = range(6)
@@ -121,7 +121,7 @@ def test_prepare_split_links_phrases_to_instance_boxes(tmp_path: Path, monkeypat
     (detector / "tiny.weights").write_bytes(b"\0" * 8)
     calls: list[str] = []
     monkeypatch.setattr(coco, "DarknetDetector", lambda cfg, weights: None)
-    monkeypatch.setattr(coco, "_backbone", lambda: None)
+    monkeypatch.setattr(regions, "backbone", lambda: None)
     monkeypatch.setattr(coco, "image_regions", _fake_regions(calls))
     data = coco.prepare_split(tmp_path / "coco", "val", detector, num_regions=4, cache=tmp_path / "cache")
     assert calls == ["a.jpg", "b.jpg"] and data.image_names == ["a.jpg", "b.jpg"]  # c.jpg has no caption

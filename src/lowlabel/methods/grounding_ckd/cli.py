@@ -1,5 +1,6 @@
-"""`lowlabel grounding_ckd ...`: prepare COCO-layout data with a Darknet detector, train, compare CKD with NCE alone
-over paired seeds, ground phrases with a trained model (no detector needed).
+"""`lowlabel grounding_ckd ...`: prepare Flickr30K Entities / ReferItGame data with any detector's detections, or
+COCO-layout data with a Darknet detector; train; compare CKD with NCE alone over paired seeds; ground phrases with a
+trained model (no detector needed).
 
 No torch import at module level: the commands import what they need.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -16,6 +17,9 @@ from rich.table import Table
 
 from lowlabel.commands import ConfigFile, Device, Force, Out, Resume, SetOption, Threads, set_threads
 from lowlabel.errors import LowlabelError
+
+if TYPE_CHECKING:
+    from lowlabel.methods.grounding_ckd.features import GroundingSet
 
 console = Console()
 app = typer.Typer(help="Weakly supervised phrase grounding by contrastive knowledge distillation (CKD).",
@@ -45,16 +49,63 @@ def prepare_coco(
     """Detector proposals and class scores (the teacher), MobileNetV2 region features, caption phrases matched to
     COCO categories (ground truth from the instance boxes): one features file per split."""
     from lowlabel.methods.grounding_ckd.coco import prepare_split
-    from lowlabel.methods.grounding_ckd.features import write_grounding_set
 
     set_threads(threads)
     if regions < 1:
         raise LowlabelError(f"--regions {regions}: need at least 1")
-    for split in [s.strip() for s in splits.split(",") if s.strip()]:
-        data = prepare_split(root, split, detector, num_regions=regions, long_side=long_side, cache=cache)
-        path = write_grounding_set(out / f"{split}.npz", data)
-        console.print(f"{path}: {len(data.image_names)} images, {len(data.sentences)} captions, "
-                      f"{len(data.phrase_text)} phrases ({int(data.gt_mask.any(1).sum())} with a box)")
+    for split in _split_names(splits):
+        _write_split(out, split, prepare_split(root, split, detector, num_regions=regions, long_side=long_side,
+                                               cache=cache))
+
+
+@app.command()
+def prepare(
+    images: Annotated[Path, typer.Argument(help="Folder holding the images the annotations name.")],
+    flickr: Annotated[Optional[Path], typer.Option(help="Flickr30K Entities root: Sentences/, Annotations/ and the "  # noqa: UP045
+                                                        "split files <split>.txt.")] = None,
+    referit: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
+        help="ReferItGame-style list 'image<TAB>phrase<TAB>box' (repeat, one per split; the split is the file "
+             "stem).")] = None,
+    splits: Annotated[str, typer.Option(help="Comma-separated Flickr30K splits.")] = "train,val",
+    detections: Annotated[Optional[Path], typer.Option(help="Detections JSON/NPZ of any detector (format in "  # noqa: UP045
+                                                            "grounding_ckd/detections.py).")] = None,
+    detector: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Or: folder with a Darknet .cfg, .weights and .names.")] = None,
+    match: Annotated[str, typer.Option(help="Phrase -> class: 'similarity' (MiniLM) or 'table' (--table).")] = \
+        "similarity",
+    table: Annotated[Optional[Path], typer.Option(help="The official phrase -> class JSON, for --match table.")] = None,  # noqa: UP045
+    box_format: Annotated[str, typer.Option(help="Boxes of --referit lists: xyxy or xywh.")] = "xyxy",
+    out: Annotated[Path, typer.Option(help="Folder for one <split>.npz per split.")] = Path("grounding_data"),
+    regions: Annotated[int, typer.Option(help="Proposals kept per image (official 30).")] = 30,
+    long_side: Annotated[int, typer.Option(help="Image long side for the MobileNetV2 features.")] = 480,
+    threads: Threads = 0,
+) -> None:
+    """Flickr30K Entities or ReferItGame-style annotations, any detector's detections (or a Darknet detector) and a
+    phrase -> class matching -> one features file per split for `grounding train`."""
+    from lowlabel.methods.grounding_ckd.prepare import prepare as prepare_sets
+
+    set_threads(threads)
+    if referit and flickr is None and splits != "train,val":
+        raise LowlabelError("--splits applies to --flickr; a --referit list's split is its file stem")
+    for split, data in prepare_sets(images, flickr=flickr, referit=referit or [], splits=_split_names(splits),
+                                    detections=detections, detector=detector, match=match, table=table,
+                                    num_regions=regions, long_side=long_side, box_format=box_format):
+        _write_split(out, split, data)
+
+
+def _split_names(splits: str) -> list[str]:
+    names = [s.strip() for s in splits.split(",") if s.strip()]
+    if not names:
+        raise LowlabelError(f"--splits '{splits}': name at least one split, e.g. train,val")
+    return names
+
+
+def _write_split(out: Path, split: str, data: GroundingSet) -> None:
+    from lowlabel.methods.grounding_ckd.features import write_grounding_set
+
+    path = write_grounding_set(out / f"{split}.npz", data)
+    console.print(f"{path}: {len(data.image_names)} images, {len(data.sentences)} sentences, "
+                  f"{len(data.phrase_text)} phrases ({int(data.gt_mask.any(1).sum())} with a box)")
 
 
 @app.command()

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from lowlabel.errors import LowlabelError
-from lowlabel.extras import require
 from lowlabel.files import atomic_path, read_text
-from lowlabel.methods.grounding_ckd.features import GroundingSet
+from lowlabel.methods.grounding_ckd import regions
+from lowlabel.methods.grounding_ckd.features import GroundingSet, padded_boxes
 from lowlabel.methods.grounding_ckd.model import RegionFeatureExtractor
 from lowlabel.metrics.grounding import box_iou
 
@@ -157,7 +157,7 @@ class DarknetDetector:
     class scores (n, C) (objectness x class sigmoid), every anchor of every output layer (no threshold)."""
 
     def __init__(self, cfg: str | Path, weights: str | Path, *, size: int | None = None) -> None:
-        self.cv2 = require("cv2", "geometry", "reading a Darknet detector (pip install 'opencv-python-headless<5')")
+        self.cv2 = regions.opencv()
         cfg, weights = Path(cfg), Path(weights)
         for path in (cfg, weights):
             if not path.is_file():
@@ -198,35 +198,23 @@ def proposals(boxes: np.ndarray, scores: np.ndarray, num: int, iou: float = 0.45
     return order[kept]
 
 
-def _backbone() -> RegionFeatureExtractor:
-    from lowlabel.nn.mobilenet import mobilenet_v2
-
-    return RegionFeatureExtractor(mobilenet_v2(pretrained=True, num_classes=0).eval())
-
-
-@torch.no_grad()
 def image_regions(path: Path, detector: DarknetDetector, extractor: RegionFeatureExtractor, num: int,
                   long_side: int) -> tuple[np.ndarray, ...]:
     """One image -> (features (R, D), boxes (R, 4), mask (R,), scores (R, C)): the detector's proposals and the
-    backbone's RoI-aligned features on the image resized to `long_side` (ImageNet normalisation)."""
-    from lowlabel.nn.imagenet import imagenet_normalize
-
-    image = detector.cv2.imread(str(path))
-    if image is None:
-        raise LowlabelError(f"{path}: not a readable image")
+    backbone's RoI-aligned features (`regions.region_arrays`)."""
+    image = regions.read_bgr(path)
     boxes, scores = detector(image)
     keep = proposals(boxes, scores, num)
-    h, w = image.shape[:2]
-    scale = long_side / max(h, w)
-    small = detector.cv2.resize(image, (round(w * scale), round(h * scale)))[:, :, ::-1].copy()
-    tensor = imagenet_normalize(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255.0)
-    feats = extractor(tensor, torch.from_numpy(boxes[keep] * scale)[None])[0].numpy()
-    out_f = np.zeros((num, feats.shape[1]), np.float32)
-    out_b, out_s = np.zeros((num, 4), np.float32), np.zeros((num, scores.shape[1]), np.float32)
-    mask = np.zeros(num, bool)
-    out_f[: len(keep)], out_b[: len(keep)], out_s[: len(keep)], mask[: len(keep)] = feats, boxes[keep], \
-        scores[keep], True
-    return out_f, out_b, mask, out_s
+    return regions.region_arrays(image, boxes[keep], scores[keep], extractor, num, long_side)
+
+
+def find_darknet(detector_dir: Path) -> tuple[Path, Path]:
+    """The Darknet (.cfg, .weights) of a detector folder (the first of each, by name)."""
+    cfg_file = next(iter(sorted(detector_dir.glob("*.cfg"))), None)
+    weights = next(iter(sorted(detector_dir.glob("*.weights"))), None)
+    if cfg_file is None or weights is None:
+        raise LowlabelError(f"{detector_dir}: expected a Darknet .cfg and .weights (e.g. Yolo-Fastest 1.1-XL)")
+    return cfg_file, weights
 
 
 def prepare_split(root: str | Path, split: str, detector_dir: str | Path, *, num_regions: int = 30,
@@ -238,10 +226,7 @@ def prepare_split(root: str | Path, split: str, detector_dir: str | Path, *, num
     the image list, the detector files and the settings, so repeated runs do not recompute them."""
     root, detector_dir = Path(root), Path(detector_dir)
     images, caps, objects, categories = read_coco(root, split)
-    cfg_file = next(iter(sorted(detector_dir.glob("*.cfg"))), None)
-    weights = next(iter(sorted(detector_dir.glob("*.weights"))), None)
-    if cfg_file is None or weights is None:
-        raise LowlabelError(f"{detector_dir}: expected a Darknet .cfg and .weights (e.g. Yolo-Fastest 1.1-XL)")
+    cfg_file, weights = find_darknet(detector_dir)
     names_file = detector_dir / "coco.names"
     if names_file.is_file() and len(names_file.read_text().split("\n")) < len(categories):
         raise LowlabelError(f"{names_file}: fewer class names than the {len(categories)} COCO categories")
@@ -254,7 +239,7 @@ def prepare_split(root: str | Path, split: str, detector_dir: str | Path, *, num
         with np.load(cached) as z:
             feats, boxes, mask, scores = z["features"], z["boxes"], z["region_mask"], z["scores"]
     else:
-        detector, extractor = DarknetDetector(cfg_file, weights), _backbone()
+        detector, extractor = DarknetDetector(cfg_file, weights), regions.backbone()
         parts = [image_regions(root / f"{split}2017" / im["file_name"], detector, extractor, num_regions, long_side)
                  for im in images]
         feats, boxes, mask, scores = (np.stack(p) for p in zip(*parts, strict=True))
@@ -273,11 +258,7 @@ def prepare_split(root: str | Path, split: str, detector_dir: str | Path, *, num
                 texts.append(text)
                 classes.append(c)
                 gts.append(phrase_boxes(np.asarray([b for k, b in inst if k == c], np.float32).reshape(-1, 4)))
-    g = max([len(b) for b in gts] + [1])
-    gt_boxes = np.zeros((len(gts), g, 4), np.float32)
-    gt_mask = np.zeros((len(gts), g), bool)
-    for q, b in enumerate(gts):
-        gt_boxes[q, : len(b)], gt_mask[q, : len(b)] = b, True
+    gt_boxes, gt_mask = padded_boxes(gts)
     return GroundingSet([im["file_name"] for im in images], feats, boxes, mask, scores, list(categories),
                         np.asarray(sentence_image, np.int64), sentences, np.asarray(phrase_sentence, np.int64), texts,
                         np.asarray(classes, np.int64), gt_boxes, gt_mask)

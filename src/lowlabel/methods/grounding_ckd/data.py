@@ -175,8 +175,9 @@ def _number(node: _Node, tag: str, path: Path) -> float:
 def read_entity_boxes(path: str | Path) -> dict[str, np.ndarray]:
     """Flickr30K Entities `Annotations/<id>.xml` -> {entity id: boxes (M, 4) float32, 0-based x1y1x2y2}.
 
-    An `<object>` lists one or more `<name>` ids and either a `<bndbox>` or `<nobndbox>`/`<scene>` flags; ids without a
-    box are absent from the result. Corners are 1-based in the file (1 is subtracted, as the dataset's own reader).
+    An `<object>` lists one or more `<name>` ids and either a `<bndbox>` or `<nobndbox>`/`<scene>` flags; an id whose
+    objects have no box maps to an empty (0, 4) array, an id with no object is absent. Corners are 1-based in the file
+    (1 is subtracted, as the dataset's own reader).
     """
     path = Path(path)
     if not path.is_file():
@@ -189,6 +190,8 @@ def read_entity_boxes(path: str | Path) -> dict[str, np.ndarray]:
         names = [n.text.strip() for n in obj.find("name")]
         if not names or not all(names):
             raise LowlabelError(f"{path} line {obj.line}: <object> without an entity id in <name>")
+        for name in names:
+            boxes.setdefault(name, [])
         for box in obj.find("bndbox")[:1]:
             x1, y1, x2, y2 = (_number(box, t, path) - 1 for t in ("xmin", "ymin", "xmax", "ymax"))
             if x2 < x1 or y2 < y1:
@@ -196,13 +199,15 @@ def read_entity_boxes(path: str | Path) -> dict[str, np.ndarray]:
                                     "xmax < xmin or ymax < ymin")
             for name in names:
                 boxes.setdefault(name, []).append([x1, y1, x2, y2])
-    return {k: np.asarray(v, dtype=np.float32) for k, v in boxes.items()}
+    return {k: np.asarray(v, dtype=np.float32).reshape(-1, 4) for k, v in boxes.items()}
 
 
-def read_flickr30k_entities(root: str | Path, split: str | None = None) -> list[GroundingSample]:
+def read_flickr30k_entities(root: str | Path, split: str | None = None, *,
+                            strict: bool = False) -> list[GroundingSample]:
     """Flickr30K Entities under `root` (Sentences/, Annotations/, and <split>.txt listing image ids) -> one sample per
     sentence, image "<id>.jpg". Every phrase is kept; its boxes are all those of its entity id (none for scene, not
-    visible and id 0 "notvisual"). split None = every Sentences/*.txt."""
+    visible and id 0 "notvisual"). split None = every Sentences/*.txt. `strict`: a phrase whose entity id (other than
+    0) has no `<object>` at all in the annotation file, neither a box nor a no-box flag, is an error."""
     root = Path(root)
     if split is None:
         ids = sorted(p.stem for p in (root / "Sentences").glob("*.txt"))
@@ -215,8 +220,14 @@ def read_flickr30k_entities(root: str | Path, split: str | None = None) -> list[
         ids = [line.strip() for line in read_text(listing, "split file").splitlines() if line.strip()]
     samples = []
     for image_id in ids:
-        boxes = read_entity_boxes(root / "Annotations" / f"{image_id}.xml")
-        for sentence, phrases in read_entity_sentences(root / "Sentences" / f"{image_id}.txt"):
+        annotation, sentences = root / "Annotations" / f"{image_id}.xml", root / "Sentences" / f"{image_id}.txt"
+        boxes = read_entity_boxes(annotation)
+        for n, (sentence, phrases) in enumerate(read_entity_sentences(sentences), 1):
+            unknown = [p for p in phrases if strict and p.phrase_id != "0" and p.phrase_id not in boxes]
+            if unknown:
+                raise LowlabelError(f"{sentences}, sentence {n}: phrase '{unknown[0].text}' [/EN#{unknown[0].phrase_id}"
+                                    f" has no <object> in {annotation} (neither a box nor nobndbox/scene); annotate "
+                                    "it or mark it notvisual (id 0)")
             grounded = [GroundedPhrase(p.text, boxes.get(p.phrase_id, np.zeros((0, 4), np.float32)), p.phrase_id)
                         for p in phrases]
             samples.append(GroundingSample(f"{image_id}.jpg", sentence, grounded))

@@ -1,7 +1,8 @@
 """The features file that training and evaluation read: per image R proposals with region features, boxes and the
 detector's class probabilities (the teacher), per sentence its phrases with the phrase's class and, for evaluation,
-its ground-truth boxes. Any detector and any backbone can produce it (`lowlabel grounding prepare-coco` does for
-the COCO layout; the built-in world in `shapes_world.py`); it plays the part of the official region and phrase HDF5.
+its ground-truth boxes. Any detector and any backbone can produce it (`lowlabel grounding prepare` does for
+Flickr30K Entities / ReferItGame annotations, `prepare-coco` for the COCO layout; the built-in world in
+`shapes_world.py`); it plays the part of the official region and phrase HDF5.
 
 NPZ arrays (N images, R proposal slots, D feature width, C detector classes, S sentences, Q phrases, G boxes):
   image_names (N,) str; features (N, R, D) float32; boxes (N, R, 4) float32 x1y1x2y2 pixels; region_mask (N, R) bool
@@ -119,6 +120,16 @@ class GroundingSet:
                      (self.features, self.boxes, self.region_mask, self.scores))
 
 
+def padded_boxes(boxes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each phrase's ground-truth boxes (M_q, 4) -> gt_boxes (Q, G, 4) and gt_mask (Q, G), G = max(max M_q, 1)."""
+    g = max([len(b) for b in boxes] + [1])
+    gt_boxes = np.zeros((len(boxes), g, 4), np.float32)
+    gt_mask = np.zeros((len(boxes), g), bool)
+    for q, b in enumerate(boxes):
+        gt_boxes[q, : len(b)], gt_mask[q, : len(b)] = b, True
+    return gt_boxes, gt_mask
+
+
 def write_grounding_set(path: str | Path, data: GroundingSet) -> Path:
     """Write `data` as an NPZ file, atomically (`lowlabel.files.atomic_path`)."""
     arrays = {name: getattr(data, name) for name in ARRAYS}
@@ -134,7 +145,7 @@ def read_grounding_set(path: str | Path) -> GroundingSet:
     path = Path(path)
     if not path.is_file():
         raise LowlabelError(f"{path}: grounding features file not found (make one with `lowlabel grounding "
-                            "prepare-coco` or see the format in grounding_ckd/features.py)")
+                            "prepare` or `prepare-coco`, or see the format in grounding_ckd/features.py)")
     arrays = read_npz(path, ARRAYS, "grounding_ckd/features.py")
     data = GroundingSet.__new__(GroundingSet)
     for name, value in arrays.items():
