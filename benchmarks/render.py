@@ -21,15 +21,18 @@ def render() -> str:
     for path in sorted((HERE / "results").glob("*.json")):
         data = json.loads(path.read_text())
         rows = data.get("rows", [])
-        parts += [f"## {data['name']}", ""]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            rows = []  # a result file of another shape (a demo's per-seed record): listed by name only
+        parts += [f"## {data.get('name', path.stem)}", ""]
         if rows:
-            keys = list(rows[0])
+            keys = list(dict.fromkeys(k for r in rows for k in r))  # every column any row has, in first-seen order
             parts.append("| " + " | ".join(keys) + " |")
             parts.append("|" + "---|" * len(keys))
             parts += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
             parts.append("")
         if data.get("notes"):
-            parts += [data["notes"], ""]
+            notes = data["notes"]
+            parts += [notes if isinstance(notes, str) else json.dumps(notes), ""]
         m = data.get("machine", {})
         parts += [f"_{data.get('date', '')}; {m.get('platform', '')}; torch {m.get('torch', '')}, "
                   f"{m.get('threads', '')} threads; GPU: {m.get('cuda') or 'none'}_", ""]

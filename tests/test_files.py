@@ -48,3 +48,9 @@ def test_corrupt_json_is_named(tmp_path, content):
         read_json(bad)
     with pytest.raises(LowlabelError, match="does not exist"):
         read_json(tmp_path / "missing.json")
+
+
+def test_a_parent_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "runs").write_text("not a folder")
+    with pytest.raises(LowlabelError, match=r"could not write .*runs/summary\.json"):
+        write_json(tmp_path / "runs" / "summary.json", {})

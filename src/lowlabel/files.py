@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,11 @@ from lowlabel.errors import LowlabelError
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same suffix, so writers that look at it behave); when the block ends
-    without an error it replaces `path`, otherwise it is removed. Parent folders are created."""
+    """Yield a temporary path beside `path` (a hidden name ending in `path`'s whole name, so writers that choose a
+    format by the ending, e.g. .nii.gz, behave); when the block ends without an error it replaces `path`, otherwise
+    it is removed. Parent folders are created."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
@@ -31,7 +32,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as err:
         raise LowlabelError(f"could not write {path}: {err.strerror or err}") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # e.g. a parent is a file: the error above already names the problem
+            tmp.unlink(missing_ok=True)
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -107,6 +107,10 @@ def test_dataset_batches_cover_an_epoch_and_resume_mid_epoch(cpu_runtime):
     tail = [b[0] for b in source.epoch(2, start=3)]
     assert all(torch.equal(a, b) for a, b in zip(epoch[3:], tail, strict=True))
     assert not torch.equal(torch.cat(epoch), torch.cat([b[0] for b in source.epoch(3)]))
+    # iterating leaves the global generator alone, so a resumed run's augmentations draw what the whole run drew
+    before = torch.get_rng_state()
+    list(source.epoch(4, start=1))
+    assert torch.equal(before, torch.get_rng_state())
 
 
 def test_too_little_data_is_a_clear_error(cpu_runtime):

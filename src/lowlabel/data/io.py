@@ -9,10 +9,7 @@ leaves a half-written file behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import numpy as np
 
 from lowlabel.errors import LowlabelError
 from lowlabel.extras import require
+from lowlabel.files import atomic_path
 
 IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
@@ -35,21 +33,6 @@ def _existing_file(path: str | Path, what: str) -> Path:
     if path.stat().st_size == 0:
         raise LowlabelError(f"{path}: {what} file is empty (0 bytes); re-export or re-download it")
     return path
-
-
-@contextmanager
-def _atomic_target(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same name ending) and rename it over `path` when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=f"-{path.name}")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -137,7 +120,7 @@ def write_h5(path: str | Path, *, compression: str | None = "gzip", **arrays: An
 
     if not arrays:
         raise LowlabelError(f"{path}: write_h5 needs at least one array, e.g. write_h5(path, image=..., label=...)")
-    with _atomic_target(path) as tmp, h5py.File(tmp, "w") as fh:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
         for key, value in arrays.items():
             arr = np.asarray(value)
             fh.create_dataset(key, data=arr, compression=compression if arr.ndim else None)
@@ -186,6 +169,6 @@ def write_nifti(path: str | Path, array: np.ndarray, spacing: Sequence[float]) -
     affine[: min(3, arr.ndim), : min(3, arr.ndim)] = np.diag([float(s) for s in spacing[:3]])
     img = nib.Nifti1Image(arr, affine)
     img.header.set_zooms(tuple(float(s) for s in spacing))
-    with _atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         nib.save(img, tmp)
     return path

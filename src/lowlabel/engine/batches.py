@@ -82,6 +82,9 @@ class DatasetBatches:
             collate_fn=self.collate_fn,
             pin_memory=self.runtime.device.type == "cuda",
             persistent_workers=False,
+            # the loader's base seed (worker seeds) comes from here, not from the global generator, which a resumed
+            # run would otherwise see drawn from once more than the uninterrupted run
+            generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch),
         )
         yield from loader
 

@@ -103,6 +103,19 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def cpu_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op CPU thread count set to `threads` inside the block, restored afterwards. Demos with small
+    tensors use 1: on a busy 2-core machine two OpenMP threads made steps several times slower, and one thread keeps
+    their numbers the same whatever the machine's default."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def shutdown() -> None:
     """Leave the process group if this process joined one."""
     if dist.is_available() and dist.is_initialized():

@@ -15,8 +15,6 @@ run once with them.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import numpy as np
 import torch
 
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
-from lowlabel.engine.runtime import Runtime, seeded
+from lowlabel.engine.runtime import Runtime, cpu_threads, seeded
 from lowlabel.files import write_json
 from lowlabel.methods.sg_retrieval import evaluation as ev
 from lowlabel.methods.sg_retrieval.baselines import TF_WEIGHTINGS, tfidf_cosine, wl_cosine
@@ -59,18 +57,6 @@ CHOSEN = {
     "quick": {METHOD: 3e-4, BASELINE: "sublinear", "WL subtree": 3},
     "full": {METHOD: 1e-3, BASELINE: "binary", "WL subtree": 1},
 }
-
-
-@contextmanager
-def one_cpu_thread() -> Iterator[None]:
-    """One intra-op CPU thread inside the block (restored afterwards): the demo's tensors are small, and on a busy
-    2-core machine two OpenMP threads made every step several times slower in wall and CPU time (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def pixel_features(images: np.ndarray) -> torch.Tensor:
@@ -149,7 +135,7 @@ def tune(*, quick: bool, runtime: Runtime) -> dict[str, dict[str, dict[str, floa
     world = World(QUICK if quick else FULL, TUNING_SEED)
     makers = {METHOD: lambda lr: world.gcn_scores(lr, runtime), BASELINE: world.labels_tfidf,
               "WL subtree": world.wl}
-    with one_cpu_thread():
+    with cpu_threads(1):
         return {name: {str(v): world.score(makers[name](v)) for v in values} for name, values in GRID.items()}
 
 
@@ -171,7 +157,7 @@ def run(*, quick: bool, out: Path, runtime: Runtime, seeds: tuple[int, ...] | No
     """IRSGS-GCN against labels TF-IDF (named baseline), the WL subtree kernel, BoO TF-IDF, pixel, random and the
     caption oracle on `seeds` paired worlds (default: the first evaluation seed in quick mode, all three in full);
     rows are means with `<metric>_std`, the notes give per-seed values and wins."""
-    with one_cpu_thread():
+    with cpu_threads(1):
         return _run_demo(quick=quick, out=Path(out), runtime=runtime,
                          seeds=seeds if seeds is not None else EVAL_SEEDS[:1] if quick else EVAL_SEEDS)
 
