@@ -58,6 +58,53 @@ def test_bad_cases_are_clear_errors(tmp_path: Path) -> None:
         data.la_root(tmp_path / "nowhere")
 
 
+def test_unlabelled_cases_need_no_label_and_nifti_cases_read(tmp_path: Path) -> None:
+    image = np.random.default_rng(0).standard_normal((20, 18, 12)).astype(np.float32)
+    label = np.zeros((20, 18, 12), dtype=np.uint8)
+    label[2:6, 3:9, 4:7] = 1
+    write_h5(tmp_path / "only image" / "mri_norm2.h5", image=image)
+    write_nifti(tmp_path / "nii-case" / "image.nii.gz", image, (1.0, 1.0, 1.0))
+    write_nifti(tmp_path / "nii-case" / "label.nii.gz", label, (1.0, 1.0, 1.0))
+    write_nifti(tmp_path / "nii-unlabelled" / "image.nii", image, (1.0, 1.0, 1.0))
+    (tmp_path / "train.list").write_text("nii-case\nonly image\nnii-unlabelled\n")
+    assert data.read_list(tmp_path, "train") == ["nii-case", "only image", "nii-unlabelled"]
+    case = data.read_la_case(tmp_path, "nii-case")
+    np.testing.assert_array_equal(case.image, image)
+    assert case.label.dtype == np.uint8 and int(case.label.sum()) == 4 * 6 * 3
+    for name in ("only image", "nii-unlabelled"):
+        unlabelled = data.read_la_case(tmp_path, name, labelled=False)
+        assert unlabelled.label is None and unlabelled.image.shape == (20, 18, 12)
+    with pytest.raises(LowlabelError, match="has no dataset 'label'"):
+        data.read_la_case(tmp_path, "only image")
+    with pytest.raises(LowlabelError, match=r"label\.nii\.gz: missing"):
+        data.read_la_case(tmp_path, "nii-unlabelled")
+    # an unlabelled case in a batch: zero label patch, same crop as with a label
+    patch_img, patch_lab = data.augment_crop(image, None, (16, 16, 16), np.random.default_rng(1))
+    with_label, _ = data.augment_crop(image, label, (16, 16, 16), np.random.default_rng(1))
+    assert np.array_equal(patch_img, with_label) and not patch_lab.any()
+
+
+def test_volume_stem_names_masks_after_the_case() -> None:
+    assert data.volume_stem(Path("/d/case 7/mri_norm2.h5")) == "case 7"
+    assert data.volume_stem(Path("/d/case8/image.nii.gz")) == "case8"
+    assert data.volume_stem(Path("/d/scan.v2.nii.gz")) == "scan.v2"
+    assert data.volume_stem(Path("/d/scan.h5")) == "scan"
+
+
+def test_list_and_label_mistakes(tmp_path: Path) -> None:
+    _write_case(tmp_path, "EMPTY", label=np.zeros((20, 18, 12), dtype=np.uint8))
+    (tmp_path / "train.list").write_text("EMPTY\n")
+    with pytest.raises(LowlabelError, match="no foreground"):
+        data.read_la_case(tmp_path, "EMPTY")
+    assert data.read_la_case(tmp_path, "EMPTY", labelled=False).label is None
+    (tmp_path / "train.list").write_bytes(b"EMPTY\n\xff\xfe\n")
+    with pytest.raises(LowlabelError, match="not UTF-8"):
+        data.read_list(tmp_path, "train")
+    (tmp_path / "train.list").write_text("\n \n")
+    with pytest.raises(LowlabelError, match="names no case"):
+        data.read_list(tmp_path, "train")
+
+
 def test_read_volume_nifti_and_nan(tmp_path: Path) -> None:
     image = np.random.default_rng(0).standard_normal((9, 8, 7)).astype(np.float32)
     write_nifti(tmp_path / "a.nii.gz", image, (0.5, 0.5, 2.0))

@@ -107,19 +107,6 @@ def test_load_model_rejects_other_width(tmp_path: Path) -> None:
         load_model(recipe.build_model, dataclasses.replace(cfg, n_filters=3), tmp_path / "w.pt", "cpu")
 
 
-def test_cli_options_sit_between_config_file_and_set(tmp_path: Path) -> None:
-    (tmp_path / "c.yaml").write_text("labelled: 3\nn_filters: 2\ntrain:\n  max_steps: 1\n  seed: 5\n")
-    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--iterations", "2",
-                                      "--set", "train.max_steps=1", "--set", "patch=[16,16,16]",
-                                      "--set", "synthetic.n_train=4", "--set", "synthetic.n_test=1",
-                                      "--set", "synthetic.shape=[24,24,20]", "--out", str(tmp_path / "runs"),
-                                      "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    saved = (next((tmp_path / "runs" / "dtc").glob("*")) / "config.yaml").read_text()
-    assert "labelled: 3" in saved and "n_filters: 2" in saved and "seed: 5" in saved  # the file, not defaults
-    assert "max_steps: 1" in saved  # --set beats --iterations
-
-
 def test_smoke_case_one_step() -> None:
     case = recipe.smoke_case(rt.init("cpu", seed=0))
     out = case.step_fn(case.model, case.batch, 0)

@@ -37,7 +37,8 @@ def train(
         help="Training steps; lr milestones and ramp keep their shape [config: train.max_steps, 6000].")] = None,
     n_filters: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="V-Net base width [config: n_filters, 16].")] = None,
-    supervised: Annotated[bool, typer.Option(help="Baseline: same V-Net, labelled cases only, Dice.")] = False,
+    supervised: Annotated[bool, typer.Option(
+        help="Baseline: same V-Net and DTC's supervised loss (Dice + beta L_LSF), labelled cases only.")] = False,
     out: Out = Path("runs"),
     config: ConfigFile = None,
     set_: SetOption = None,
@@ -54,7 +55,7 @@ def train(
 
     options = {"labelled": labelled, "scale": scale, "n_filters": n_filters, "train.max_steps": iterations}
     if supervised:
-        options.update({"unlabelled_bs": 0, "consistency": 0.0, "beta": 0.0})
+        options.update({"unlabelled_bs": 0, "consistency": 0.0})
     cfg, run, runtime = rundir.open_run(recipe.Config, "dtc", out=out, data=data, resume=resume, force=force,
                                         config=config, overrides=set_ or [], options=options, device=device,
                                         threads=threads)
@@ -84,7 +85,7 @@ def segment(
     from lowlabel.engine import runtime as rt
     from lowlabel.engine.recipe import load_model
     from lowlabel.methods.dtc import recipe
-    from lowlabel.methods.dtc.data import read_volume
+    from lowlabel.methods.dtc.data import read_volume, volume_stem
     from lowlabel.methods.dtc.inference import segment_volume
 
     if fmt not in ("nifti", "h5"):
@@ -97,11 +98,14 @@ def segment(
         mask, prob = segment_volume(net, image, patch=recipe.effective_patch(cfg), stride=recipe.effective_stride(cfg),
                                     scale=cfg.scale, threshold=cfg.threshold, keep_largest=cfg.keep_largest,
                                     batch_size=cfg.infer_batch)
-        stem = path.name.split(".")[0] if path.name != "mri_norm2.h5" else path.parent.name
-        if fmt == "nifti":
-            target = write_nifti(out / f"{stem}_mask.nii.gz", mask, spacing)
-        else:
-            target = write_h5(out / f"{stem}_mask.h5", label=mask, prob=prob.astype("float32"))
+        target = out / f"{volume_stem(path)}_mask{'.nii.gz' if fmt == 'nifti' else '.h5'}"
+        try:  # the writers are atomic; a full disk or an unwritable --out still raises OSError
+            if fmt == "nifti":
+                write_nifti(target, mask, spacing)
+            else:
+                write_h5(target, label=mask, prob=prob.astype("float32"))
+        except OSError as err:
+            raise LowlabelError(f"could not write {target}: {err.strerror or err}") from None
         console.print(f"{path} -> {target} ({int(mask.sum())} foreground voxels)")
 
 
@@ -136,5 +140,9 @@ def evaluate(
         chosen = [c for c in cases if c.name == overlay]
         if not chosen:
             raise LowlabelError(f"--overlay {overlay}: not a test case; choose one of {[c.name for c in cases][:5]}...")
-        path = overlay_png(net, cfg, chosen[0], out / f"{overlay}_overlay.png")
-        console.print(f"wrote {path}")
+        target = out / f"{overlay}_overlay.png"
+        try:  # lowlabel.files.atomic_path lets NotADirectoryError through when a parent of --out is a file
+            overlay_png(net, cfg, chosen[0], target)
+        except OSError as err:
+            raise LowlabelError(f"could not write {target}: {err.strerror or err}") from None
+        console.print(f"wrote {target}")

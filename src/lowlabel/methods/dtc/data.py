@@ -1,8 +1,10 @@
-"""Data for DTC: the LA HDF5 layout with its list files, NIfTI volumes, down-scaling, and the 2+2 patch batches.
+"""Data for DTC: the LA layout with its list files (HDF5 or NIfTI cases), down-scaling, and the 2+2 patch batches.
 
 LA layout (spec "Datasets"): <root>/<CASE>/mri_norm2.h5 with `image` float32 (x, y, z) and `label` uint8 {0, 1},
 plus <root>/train.list and <root>/test.list; the official tree keeps them under `2018LA_Seg_Training Set/`, which
-is found automatically. The first `labelled` ids of train.list are the labelled cases (as the official sampler).
+is found automatically. A case may instead be <root>/<CASE>/image.nii.gz (or .nii) with label.nii.gz beside it.
+The first `labelled` ids of train.list are the labelled cases (as the official sampler); the others need no label
+(an HDF5 without `label`, a NIfTI case without label file), and their labels are not read when present.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from lowlabel.data.io import NIFTI_SUFFIXES, read_h5_volume, read_nifti
 from lowlabel.errors import LowlabelError
 
 LA_SUBDIR = "2018LA_Seg_Training Set"
+H5_CASE = "mri_norm2.h5"  # the official file name: datasets `image` and (labelled cases) `label`
+NIFTI_CASE = ("image.nii.gz", "image.nii")  # NIfTI cases: the image, and label.nii.gz / label.nii beside it
 
 
 @dataclass
@@ -31,9 +35,10 @@ class Case:
     label: np.ndarray | None
 
 
-def check_case(image: np.ndarray, label: np.ndarray | None, source: str) -> None:
-    """Raise a LowlabelError naming `source` for a non-3D image, NaN/inf intensities, a label of another shape, or
-    label values other than {0, 1}."""
+def check_case(image: np.ndarray, label: np.ndarray | None, source: str, label_source: str | None = None) -> None:
+    """Raise a LowlabelError naming `source` (the image file; `label_source` for label problems when the label is
+    another file) for a non-3D image, NaN/inf intensities, a label of another shape, label values other than
+    {0, 1}, or a label without foreground."""
     if image.ndim != 3:
         raise LowlabelError(f"{source}: image has shape {image.shape}; DTC needs one 3D volume (H, W, D)")
     if not np.isfinite(image).all():
@@ -41,12 +46,16 @@ def check_case(image: np.ndarray, label: np.ndarray | None, source: str) -> None
                             "fix or re-create the volume (z-scored intensities expected)")
     if label is None:
         return
+    label_source = label_source or source
     if label.shape != image.shape:
-        raise LowlabelError(f"{source}: label shape {label.shape} differs from image shape {image.shape}")
+        raise LowlabelError(f"{label_source}: label shape {label.shape} differs from image shape {image.shape}")
     values = np.unique(label)
     if not np.isin(values, (0, 1)).all():
-        raise LowlabelError(f"{source}: label holds values {values[:8].tolist()}; DTC is binary: map the target "
-                            "to 1 and everything else to 0 (the LA preprocessing maps 255 to 1)")
+        raise LowlabelError(f"{label_source}: label holds values {values[:8].tolist()}; DTC is binary: map the "
+                            "target to 1 and everything else to 0 (the LA preprocessing maps 255 to 1)")
+    if not values.any():
+        raise LowlabelError(f"{label_source}: label has no foreground voxel (all 0); a labelled or test case needs "
+                            "the target marked 1, or move the case to the unlabelled part of train.list")
 
 
 def la_root(data: str | Path) -> Path:
@@ -59,27 +68,62 @@ def la_root(data: str | Path) -> Path:
                         "<root>/<CASE>/mri_norm2.h5 with list files of case ids, one per line")
 
 
+def case_image(root: Path, name: str) -> Path | None:
+    """The image file of case `name` under `root` (mri_norm2.h5, else image.nii.gz / image.nii), None if absent."""
+    for fname in (H5_CASE, *NIFTI_CASE):
+        if (root / name / fname).is_file():
+            return root / name / fname
+    return None
+
+
 def read_list(data: str | Path, split: str) -> list[str]:
-    """Case ids of `<root>/<split>.list` (blank lines skipped), checking that every case file exists."""
+    """Case ids of `<root>/<split>.list` (UTF-8, blank lines skipped), checking that every case has an image file."""
     root = la_root(data)
     path = root / f"{split}.list"
     if not path.is_file():
         raise LowlabelError(f"{path}: list file not found; write one case id per line")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    missing = [n for n in names if not (root / n / "mri_norm2.h5").is_file()]
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LowlabelError(f"{path}: unreadable or not UTF-8 text ({err}); write one case id per line") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise LowlabelError(f"{path}: names no case; write one case id per line")
+    missing = [n for n in names if case_image(root, n) is None]
     if missing:
-        raise LowlabelError(f"{path}: names {len(missing)} case(s) with no {root}/<CASE>/mri_norm2.h5, e.g. "
-                            f"{missing[:3]}; fix the list or add the files")
+        raise LowlabelError(f"{path}: names {len(missing)} case(s) with no {root}/<CASE>/{H5_CASE} (or "
+                            f"{NIFTI_CASE[0]}), e.g. {missing[:3]}; fix the list or add the files")
     return names
 
 
-def read_la_case(data: str | Path, name: str, scale: float = 1.0) -> Case:
-    """Read <root>/<name>/mri_norm2.h5 (checked), resampled by `scale` (see `rescale`)."""
-    path = la_root(data) / name / "mri_norm2.h5"
-    arrays = read_h5_volume(path, keys=("image", "label"))
-    image, label = arrays["image"].astype(np.float32), arrays["label"]
-    check_case(image, label, str(path))
-    image, label = rescale(image, label.astype(np.uint8), scale)
+def _nifti_label(image_file: Path) -> Path:
+    """label.nii.gz (or label.nii) beside a NIfTI case image; the .nii.gz name when neither exists."""
+    plain = image_file.with_name("label.nii")
+    return plain if plain.is_file() else image_file.with_name("label.nii.gz")
+
+
+def read_la_case(data: str | Path, name: str, scale: float = 1.0, labelled: bool = True) -> Case:
+    """Read case `name` (checked; see `case_image`), resampled by `scale` (see `rescale`). With labelled=False the
+    label is not read (Case.label is None), so an unlabelled case needs none."""
+    root = la_root(data)
+    path = case_image(root, name)
+    if path is None:
+        raise LowlabelError(f"{root / name}: no {H5_CASE} or {NIFTI_CASE[0]} in this case folder")
+    label, label_file = None, path
+    if path.name == H5_CASE:
+        arrays = read_h5_volume(path, keys=("image", "label") if labelled else ("image",))
+        image, label = arrays["image"], arrays.get("label")
+    else:
+        image, _ = read_nifti(path)
+        if labelled:
+            label_file = _nifti_label(path)
+            if not label_file.is_file():
+                raise LowlabelError(f"{label_file}: missing; case {name} is labelled (one of the first `labelled` "
+                                    "of train.list, or in test.list) and needs its label volume")
+            label, _ = read_nifti(label_file)
+    image = np.asarray(image, dtype=np.float32)
+    check_case(image, label, str(path), str(label_file))
+    image, label = rescale(image, None if label is None else label.astype(np.uint8), scale)
     return Case(name, image, label)
 
 
@@ -95,6 +139,14 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     image = np.asarray(image, dtype=np.float32)
     check_case(image, None, str(path))
     return image, spacing
+
+
+def volume_stem(path: Path) -> str:
+    """Name for the mask of a segmented volume: the case folder for mri_norm2.h5 / image.nii(.gz), else the file
+    name without its extension."""
+    if path.name in (H5_CASE, *NIFTI_CASE):
+        return path.resolve().parent.name
+    return path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
 
 
 def rescale(image: np.ndarray, label: np.ndarray | None, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
@@ -119,10 +171,13 @@ def scaled_patch(patch: Sequence[int], scale: float) -> list[int]:
     return [max(16, 16 * math.floor(p * scale / 16 + 1e-9)) for p in patch]
 
 
-def augment_crop(image: np.ndarray, label: np.ndarray, patch: Sequence[int],
+def augment_crop(image: np.ndarray, label: np.ndarray | None, patch: Sequence[int],
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Official RandomRotFlip + RandomCrop: rot90 by k in {0..3} in axes (0, 1), flip along axis 0 or 1, zero-pad to
-    patch + 3 voxels each side where an axis is shorter than the patch, then a uniform random crop."""
+    patch + 3 voxels each side where an axis is shorter than the patch, then a uniform random crop. An unlabelled
+    case (label None) gets an all-zero label patch, which no loss reads."""
+    if label is None:
+        label = np.zeros(image.shape, dtype=np.uint8)
     k, axis = int(rng.integers(4)), int(rng.integers(2))
     image, label = np.flip(np.rot90(image, k), axis), np.flip(np.rot90(label, k), axis)
     pads = [max((p - s) // 2 + 3, 0) if s <= p else 0 for s, p in zip(image.shape, patch, strict=True)]

@@ -114,11 +114,22 @@ def synthetic_cases(cfg: Config, split: str) -> list[Case]:
 
 
 def load_split(cfg: Config, data: Path | None, split: str, scale: float) -> list[Case]:
-    """Cases of `split` from the LA layout at `data` (resampled by `scale`), or from the volumes world."""
+    """Cases of `split` from the LA layout at `data` (resampled by `scale`), or from the volumes world. Every test
+    case and the first cfg.labelled train cases must carry a label; the other train cases' labels are not read."""
     if data is None:
         cases = synthetic_cases(cfg, split)
+        check_labelled(cfg, len(cases), split)
         return [Case(c.name, *rescale(c.image, c.label, scale)) for c in cases] if scale != 1.0 else cases
-    return [read_la_case(data, name, scale) for name in read_list(data, split)]
+    names = read_list(data, split)
+    check_labelled(cfg, len(names), split)
+    n_labelled = cfg.labelled if split == "train" else len(names)
+    return [read_la_case(data, name, scale, labelled=i < n_labelled) for i, name in enumerate(names)]
+
+
+def check_labelled(cfg: Config, n_cases: int, split: str) -> None:
+    """cfg.labelled must leave the train split at least one labelled case and fit in it."""
+    if split == "train" and not 0 < cfg.labelled <= n_cases:
+        raise LowlabelError(f"labelled={cfg.labelled}: need 1..{n_cases} (the train split has {n_cases} cases)")
 
 
 def make_step_fn(cfg: Config, total_steps: int) -> Any:
@@ -170,8 +181,7 @@ def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runti
                 resume: bool) -> tuple[torch.nn.Module, dict]:
     """`train`, returning the trained model (last iteration, as the authors report) with the summary."""
     cases = load_split(cfg, data, "train", cfg.scale)
-    if not 0 < cfg.labelled <= len(cases):
-        raise LowlabelError(f"labelled={cfg.labelled}: need 1..{len(cases)} (the train split has {len(cases)} cases)")
+    test_cases = load_split(cfg, data, "test", 1.0)  # read and checked now: a bad test case must not wait for the end
     labelled, unlabelled = cases[: cfg.labelled], cases[cfg.labelled :]
     batches = TwoStreamBatches(labelled, unlabelled if cfg.unlabelled_bs else [], effective_patch(cfg),
                                labelled_bs=cfg.labelled_bs, unlabelled_bs=cfg.unlabelled_bs, seed=cfg.train.seed)
@@ -180,7 +190,7 @@ def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runti
     trainer = Trainer(model, make_step_fn(cfg, total), config=cfg.train, optim=cfg.optim, runtime=runtime,
                       run_dir=run_dir)
     summary = trainer.fit(batches, resume=resume)
-    rows = evaluate_cases(model, cfg, load_split(cfg, data, "test", 1.0))
+    rows = evaluate_cases(model, cfg, test_cases)
     summary.update({"patch": effective_patch(cfg), "stride": effective_stride(cfg), "scale": cfg.scale,
                     "n_labelled": len(labelled), "n_unlabelled": len(unlabelled) if cfg.unlabelled_bs else 0,
                     "test": mean_metrics(rows), "test_cases": rows})
