@@ -11,6 +11,7 @@ from lowlabel.errors import LowlabelError
 from lowlabel.methods.sdd_fiqa.losses import (
     floyd_sample,
     huber_regression_loss,
+    intra_class_labels,
     minmax_100,
     sample_pairs,
     sdd_pseudo_labels,
@@ -167,3 +168,18 @@ def test_minmax_and_huber() -> None:
     pred, target = torch.tensor([0.5, 10.0]), torch.tensor([0.0, 0.0])
     assert torch.isclose(huber_regression_loss(pred, target), torch.tensor((0.125 + 9.5) / 2))
     assert torch.isclose(huber_regression_loss(pred, target, "l2"), torch.tensor((0.25 + 100) / 2))
+
+
+def test_intra_class_ablation_matches_a_loop_over_the_same_positives() -> None:
+    emb, labels = _data(9, [3, 30, 12, 25, 26, 2, 8, 40, 14])
+    kw = dict(n_pos=24, repeats=3, seed=4, pool_size=128, chunk_size=64)
+    pos, _ = sample_pairs(emb, labels, **kw)
+    f = torch.nn.functional.normalize(emb, dim=1).numpy()
+    means = np.array([[np.mean([f[i] @ f[j] for j in pos[r, i].tolist() if j >= 0]) for i in range(len(labels))]
+                      for r in range(3)])
+    lo, hi = means.min(1, keepdims=True), means.max(1, keepdims=True)
+    expected = (100 * (means - lo) / (hi - lo)).mean(0)
+    np.testing.assert_allclose(intra_class_labels(emb, labels, **kw).numpy(), expected, atol=1e-9)
+    far = emb.clone()
+    far[labels == labels[0]] *= 5  # the ablation sees only same-identity similarities: scaling is invisible
+    np.testing.assert_allclose(intra_class_labels(far, labels, **kw).numpy(), expected, atol=1e-9)

@@ -15,7 +15,7 @@ from lowlabel.engine import schedules
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, lr_factor
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.sdd_fiqa import demo, recipe
-from lowlabel.methods.sdd_fiqa.evaluation import laplacian_sharpness, verification_pairs
+from lowlabel.methods.sdd_fiqa.evaluation import laplacian_sharpness, smoothed_laplacian_energy, verification_pairs
 from lowlabel.methods.sdd_fiqa.model import FaceEmbedder, QualityRegressor
 
 PACKAGE = Path(recipe.__file__).parent
@@ -123,6 +123,42 @@ def test_sharpness_and_pairs_by_hand() -> None:
     gen, imp, gp, ip = verification_pairs(emb, torch.tensor([0, 0, 1]))
     assert gp.tolist() == [[0, 1]] and ip.tolist() == [[0, 2], [1, 2]]
     assert np.isclose(gen[0], 1 / np.sqrt(1.01)) and np.isclose(imp[0], 0.0)
+
+
+def test_smoothed_laplacian_against_a_per_image_filter_and_under_noise() -> None:
+    from scipy.ndimage import gaussian_laplace
+
+    rng = np.random.default_rng(0)
+    u, v = np.meshgrid(np.linspace(-1, 1, 32), np.linspace(-1, 1, 32))
+    face = 50 + 150 * np.exp(-(u**2 + v**2) / 0.1)  # a smooth blob
+    noisy = np.clip(face + rng.normal(0, 20, face.shape), 0, 255)
+    batch = np.stack([face, noisy, face[::-1]]).round().astype(np.uint8)[..., None].repeat(3, axis=3)
+    for sigma in (1.0, 3.0):
+        got = smoothed_laplacian_energy(batch, sigma)
+        # one image at a time, the 2-D LoG of scipy: the batch axis never mixes images
+        ref = [np.mean(gaussian_laplace(img[..., 0].astype(np.float64), sigma, mode="reflect") ** 2) for img in batch]
+        np.testing.assert_allclose(got, ref, rtol=1e-6)
+    plain = laplacian_sharpness(batch)
+    # noise of std 20 multiplies the variance of the Laplacian by hundreds (white noise adds 20 * 400); the LoG
+    # energy at sigma 3 moves by a few percent
+    assert plain[1] > 100 * plain[0]
+    energy = smoothed_laplacian_energy(batch, 3.0)
+    assert abs(energy[1] / energy[0] - 1) < 0.1
+
+
+def test_trunk_from_a_recogniser_file_and_a_clear_error_when_it_does_not_fit(tmp_path: Path) -> None:
+    from lowlabel.methods.sdd_fiqa.extractors import save_recognizer
+
+    emb = FaceEmbedder(width=4, image_size=16, embed_dim=8)
+    save_recognizer(emb, tmp_path / "rec.pt")
+    torch.save({"model": {f"embedder.{k}": v for k, v in emb.state_dict().items()}}, tmp_path / "ckpt.pt")
+    for source in ("rec.pt", "ckpt.pt"):  # TorchScript, and a Recognizer training checkpoint
+        model = QualityRegressor(width=4, image_size=16)
+        recipe.load_trunk(model, tmp_path / source)
+        for key, value in emb.trunk.state_dict().items():
+            assert torch.equal(model.trunk.state_dict()[key], value)
+    with pytest.raises(LowlabelError, match=r"rec\.pt: its trunk does not fit"):
+        recipe.load_trunk(QualityRegressor(width=8, image_size=16), tmp_path / "rec.pt")
 
 
 def _imports(path: Path) -> set[str]:

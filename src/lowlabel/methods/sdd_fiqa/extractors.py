@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,7 @@ from lowlabel.data.io import read_image
 from lowlabel.engine import batches
 from lowlabel.errors import LowlabelError
 from lowlabel.extras import require
+from lowlabel.files import atomic_path
 
 
 class Extractor(Protocol):
@@ -111,7 +113,9 @@ def make_extractor(spec: str, *, builtin: torch.nn.Module | None = None, size: i
         return DlibExtractor()
     if spec == "builtin":
         if builtin is None:
-            raise LowlabelError("the built-in recogniser needs a trained embedder: pass --recognizer-checkpoint")
+            raise LowlabelError("'builtin' is the faces-world recogniser of the Python API; for your data train it "
+                                "with `lowlabel fiqa recognizer DATA_DIR --out recognizer.pt` and pass "
+                                "--recognizer recognizer.pt")
         return BuiltinExtractor(builtin, size=size, device=device)
     return TorchScriptExtractor(spec, size=size, device=device)
 
@@ -121,7 +125,7 @@ def cache_key(extractor: Extractor, paths: Sequence[Path]) -> str:
     h = hashlib.sha1(extractor.name.encode())
     for p in paths:
         st = Path(p).stat()
-        h.update(f"\n{Path(p).resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+        h.update(f"\n{Path(p).resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -133,7 +137,11 @@ def embed_files(extractor: Extractor, paths: Sequence[Path], *, cache_dir: Path 
     if cache_dir is not None:
         cache = Path(cache_dir) / f"embeddings-{cache_key(extractor, paths)}.npz"
         if cache.is_file():
-            return np.load(cache)["embeddings"]
+            try:
+                with np.load(cache, allow_pickle=False) as stored:
+                    return stored["embeddings"]
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a damaged entry is recomputed
+                pass
     parts = []
     progress = None
     if sys.stdout.isatty():
@@ -152,8 +160,34 @@ def embed_files(extractor: Extractor, paths: Sequence[Path], *, cache_dir: Path 
             progress.stop()
     emb = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npz")
-        np.savez(tmp, embeddings=emb)
-        tmp.replace(cache)
+        with atomic_path(cache) as tmp:
+            np.savez(tmp, embeddings=emb)
     return emb
+
+
+def save_recognizer(embedder: torch.nn.Module, path: str | Path) -> Path:
+    """Save a recogniser as TorchScript (CPU, eval mode), atomically: `TorchScriptExtractor` embeds with it and
+    `recognizer_state` gives its weights to start a regressor trunk."""
+    scripted = torch.jit.script(embedder.cpu().eval())
+    with atomic_path(path) as tmp:
+        scripted.save(str(tmp))
+    return Path(path)
+
+
+def recognizer_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of a recogniser file: TorchScript (`save_recognizer`, `torch.jit.save`) or a weights-only
+    state dict / training checkpoint."""
+    from lowlabel.engine.checkpoint import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise LowlabelError(f"recogniser file {path} does not exist; make one with `lowlabel fiqa recognizer`")
+    try:
+        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except (RuntimeError, ValueError):  # not TorchScript: a plain weights file
+        state = load(path)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LowlabelError(f"{path}: neither TorchScript nor a state dict of tensors")
+    return state

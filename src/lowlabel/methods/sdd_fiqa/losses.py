@@ -330,6 +330,27 @@ def sdd_pseudo_labels(embeddings: torch.Tensor, labels: torch.Tensor, n_pos: int
     return out
 
 
+def intra_class_labels(embeddings: torch.Tensor, labels: torch.Tensor, n_pos: int = 24, repeats: int = 12,
+                       seed: int = 0, *, pool_size: int = 128, chunk_size: int = 8192,
+                       skip_singletons: bool = False) -> torch.Tensor:
+    """The spec's intra-class-only ablation (N,) in [0, 100]: SDD-FIQA with the Neg-Sim distribution removed.
+
+    Per repetition r the label is the mean of P_i^r, the similarities to the same positives `sdd_pseudo_labels` draws
+    with the same arguments, then min-max to [0, 100] per repetition and the mean over repetitions, as for SDD-FIQA.
+    Singletons (with `skip_singletons`) get NaN. Small data only: the draws are materialised (`sample_pairs`).
+    """
+    pos, _ = sample_pairs(embeddings, labels, n_pos=n_pos, repeats=repeats, seed=seed, pool_size=pool_size,
+                          chunk_size=chunk_size, skip_singletons=skip_singletons)
+    f = torch.nn.functional.normalize(embeddings.detach(), dim=1)
+    valid = pos >= 0
+    count = valid.sum(dim=2)
+    means = torch.empty(pos.shape[:2], dtype=f.dtype, device=f.device)
+    for r in range(repeats):  # one repetition at a time: (N, n_pos, D) rows, not (R, N, n_pos, D)
+        sims = torch.einsum("npd,nd->np", f[pos[r].clamp(min=0)], f)
+        means[r] = (sims * valid[r]).sum(dim=1) / count[r].clamp(min=1)
+    return minmax_100(torch.where(count > 0, means, torch.nan)).mean(dim=0)
+
+
 def huber_regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "smooth_l1") -> torch.Tensor:
     """Regression of predicted quality to pseudo-labels (spec "Loss"): mean_b h(pred_b - Q_b).
 

@@ -22,6 +22,7 @@ from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer, unwrap
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.sdd_fiqa import data as fdata
+from lowlabel.methods.sdd_fiqa.extractors import recognizer_state
 from lowlabel.methods.sdd_fiqa.losses import huber_regression_loss, sdd_pseudo_labels
 from lowlabel.methods.sdd_fiqa.model import FaceEmbedder, QualityRegressor, Recognizer
 
@@ -64,6 +65,7 @@ class Config:
     loss: str = "smooth_l1"
     batch_size: int = 5000
     labels_file: str = ""  # CSV from `lowlabel fiqa label` (train with --data)
+    init_from: str = ""  # recogniser file whose trunk starts the regressor (train with --data), or "none"
     recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
     world_identities: int = 80
@@ -86,12 +88,17 @@ def _flip(x: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def regressor_step(loss: str) -> StepFn:
-    """The regressor's training step on (images (B, 3, S, S), pseudo-labels (B,)): flip, predict, `loss`."""
+def regressor_step(loss: str, seed: int = 0) -> StepFn:
+    """The regressor's training step on (images (B, 3, S, S), pseudo-labels (B,)): flip, predict, `loss`.
 
-    def step(m: torch.nn.Module, batch: tuple[torch.Tensor, ...], _: int) -> dict[str, torch.Tensor]:
+    The step's randomness (flips, dropout) comes from the CPU generator seeded by (seed, step), so a run resumed from
+    a checkpoint replays the very same steps whatever else drew from the global stream meanwhile (a DataLoader
+    started mid-epoch does)."""
+
+    def step(m: torch.nn.Module, batch: tuple[torch.Tensor, ...], index: int) -> dict[str, torch.Tensor]:
         x, q = batch
-        return {loss: huber_regression_loss(m(_flip(x)), q, loss)}
+        with seeded(seed * 1_000_003 + index):
+            return {loss: huber_regression_loss(m(_flip(x)), q, loss)}
 
     return step
 
@@ -113,15 +120,50 @@ def train_recognizer(images: torch.Tensor, identity: torch.Tensor, rc: Recognize
     return model.embedder.eval()
 
 
+def load_trunk(model: QualityRegressor, path: str | Path) -> None:
+    """Start the regressor's trunk from a recogniser file (spec "Training procedure": the trunk is copied from the FR
+    checkpoint): the `trunk.*` tensors of a `FaceEmbedder` / `Recognizer` (TorchScript from `lowlabel fiqa
+    recognizer`, or a state dict). Unlike the official partial copy, every trunk tensor must be there with its shape,
+    so a recogniser of another architecture or width is an error, not a silent half-initialisation."""
+    state = recognizer_state(path)
+    trunk = {k.split("trunk.", 1)[1]: v for k, v in state.items() if "trunk." in k}
+    expected = model.trunk.state_dict()
+    wrong = [k for k, v in expected.items() if k not in trunk or trunk[k].shape != v.shape]
+    if wrong:
+        raise LowlabelError(f"{path}: its trunk does not fit the regressor's ({len(wrong)} of {len(expected)} trunk "
+                            f"tensors missing or of another shape, e.g. trunk.{wrong[0]}); train the recogniser with "
+                            "`lowlabel fiqa recognizer` at the regressor's --width, or set init_from to none")
+    model.trunk.load_state_dict({k: trunk[k] for k in expected})
+
+
+def check_data_config(cfg: Config) -> None:
+    """What training on a user's folder needs before any run folder is made: a labels file and a trunk source."""
+    if not cfg.labels_file:
+        raise LowlabelError("labels_file is empty: run `lowlabel fiqa label DATA --out labels.csv` and pass "
+                            "--labels labels.csv (or --set labels_file=labels.csv)")
+    if not Path(cfg.labels_file).is_file():
+        raise LowlabelError(f"labels_file {cfg.labels_file} does not exist")
+    if not cfg.init_from:
+        raise LowlabelError("init_from is empty: the regressor's trunk starts from the recogniser (spec); give the "
+                            "TorchScript file from `lowlabel fiqa recognizer` (--recognizer FILE, or --set "
+                            "init_from=FILE), or 'none' to train the trunk from scratch (e.g. labels made with dlib)")
+    if cfg.init_from != "none" and not Path(cfg.init_from).is_file():
+        raise LowlabelError(f"init_from {cfg.init_from} does not exist")
+
+
 def fit_regressor(cfg: Config, source: TensorBatches | DatasetBatches, runtime: Runtime, *, run_dir: Path | None,
-                  resume: bool = False, init: FaceEmbedder | None = None) -> tuple[QualityRegressor, dict]:
+                  resume: bool = False, init: FaceEmbedder | str | Path | None = None
+                  ) -> tuple[QualityRegressor, dict]:
     """Train the quality regressor on (image, pseudo-label) batches with `cfg.optim` for `cfg.train`'s length;
-    the trunk starts from `init` (the recogniser) when given."""
+    the trunk starts from `init` (the recogniser, or a recogniser file: `load_trunk`) when given. A resumed run
+    takes every weight from its checkpoint."""
     model = build_model(cfg)
-    if init is not None:
+    if isinstance(init, (str, Path)):
+        load_trunk(model, init)
+    elif init is not None:
         model.init_trunk_from(init)
-    trainer = Trainer(model, regressor_step(cfg.loss), config=cfg.train, optim=cfg.optim, runtime=runtime,
-                      run_dir=run_dir)
+    trainer = Trainer(model, regressor_step(cfg.loss, cfg.train.seed), config=cfg.train, optim=cfg.optim,
+                      runtime=runtime, run_dir=run_dir)
     summary = trainer.fit(source, resume=resume)
     return unwrap(trainer.model), summary
 
@@ -141,7 +183,7 @@ def world_pipeline(cfg: Config, runtime: Runtime, *, seed: int = 0) -> dict:
 
 def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, resume: bool) -> dict:
     """Train the regressor: on the faces world (data None; recogniser and labels made here) or on `data` (a folder
-    per identity) with the pseudo-labels of `cfg.labels_file`."""
+    per identity) with the pseudo-labels of `cfg.labels_file`, the trunk starting from `cfg.init_from`."""
     if data is None:
         made = world_pipeline(cfg, runtime)
         images, q = made["world"]["images"], made["pseudo"].float()
@@ -152,12 +194,11 @@ def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, re
         summary["spearman_pseudo_vs_true"] = float(spearmanr(q, made["world"]["quality"]).statistic)
         summary["spearman_pred_vs_pseudo"] = float(spearmanr(pred, q).statistic)
         return summary
-    if not cfg.labels_file:
-        raise LowlabelError("training on --data needs pseudo-labels: run `lowlabel fiqa label DATA --out labels.csv` "
-                            "and pass --set labels_file=labels.csv")
+    check_data_config(cfg)
     images = fdata.labelled_images(cfg.labels_file, data, cfg.image_size)
     source = DatasetBatches(images, min(cfg.batch_size, len(images)), runtime, seed=cfg.train.seed)
-    _, summary = fit_regressor(cfg, source, runtime, run_dir=run_dir, resume=resume)
+    init = None if cfg.init_from == "none" else cfg.init_from
+    _, summary = fit_regressor(cfg, source, runtime, run_dir=run_dir, resume=resume, init=init)
     return summary
 
 
