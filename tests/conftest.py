@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from lowlabel_cli import LowlabelProcesses
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -30,59 +27,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-class LowlabelProcesses:
-    """`lowlabel` as a real subprocess, for end-to-end and kill-and-resume tests (one torch thread each)."""
-
-    def start(self, *args: object, cwd: Path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "lowlabel", *map(str, args)], cwd=cwd, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-    def finish(self, proc: subprocess.Popen, timeout: float = 240) -> str:
-        """Wait for `proc`; it must exit 0. Returns its output."""
-        output, _ = proc.communicate(timeout=timeout)
-        assert proc.returncode == 0, output
-        return output
-
-    def run(self, *args: object, cwd: Path, timeout: float = 240) -> str:
-        return self.finish(self.start(*args, cwd=cwd), timeout)
-
-    @staticmethod
-    def only_run(root: Path, slug: str) -> Path:
-        """The single run folder under `root/slug`."""
-        (run,) = (root / slug).iterdir()
-        return run
-
-    def kill_after_checkpoint(self, proc: subprocess.Popen, root: Path, slug: str, steps: int,
-                              timeout: float = 180) -> Path:
-        """SIGKILL training run `proc` (writing under `root`) as soon as its first checkpoint exists; checks that it
-        died before step `steps` and wrote no summary. Returns its run folder."""
-        deadline = time.monotonic() + timeout
-        while not list(root.glob(f"{slug}/*/checkpoints/step_*.pt")):
-            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        run = self.only_run(root, slug)
-        written = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("step_*.pt"))
-        assert written and written[-1] < steps, written  # killed mid-run
-        assert not (run / "summary.json").exists()
-        return run
-
-    @staticmethod
-    def assert_same_weights(run_a: Path, run_b: Path, step: int) -> dict:
-        """The model states of step `step` in two run folders are equal tensor by tensor; returns one of them."""
-        import torch
-
-        from lowlabel.engine import checkpoint
-
-        name = f"step_{step:08d}.pt"
-        a = checkpoint.load(run_a / "checkpoints" / name)["model"]
-        b = checkpoint.load(run_b / "checkpoints" / name)["model"]
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-        return a
-
-
 @pytest.fixture
 def lowlabel_processes() -> LowlabelProcesses:
+    """`lowlabel` subprocesses for end-to-end and kill-and-resume tests (tests/lowlabel_cli.py)."""
     return LowlabelProcesses()

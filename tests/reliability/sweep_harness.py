@@ -11,14 +11,12 @@ counts (docs/reliability.md gives the command and its numbers). `HYPOTHESIS_PROF
 
 from __future__ import annotations
 
-import io
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from lowlabel.errors import LowlabelError
+from lowlabel_cli import run_here
 
 COUNTS: defaultdict[str, Counter[str]] = defaultdict(Counter)
 TEMPORARY_MARKERS = (".tmp",)
@@ -59,22 +57,11 @@ def expect_cli_error(target: str, args: Sequence[str], names: str | Path | Itera
                      run_root: Path | None = None) -> str:
     """`lowlabel ARGS` in this process: exit status 2, one message naming one of `names`, no traceback; and, when
     `run_root` is given, no temporary or half-made run folder under it."""
-    from lowlabel import cli
-
     COUNTS[target]["tried"] += 1
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["lowlabel", *map(str, args)]
-    code: object = 0
     try:
-        with redirect_stdout(out), redirect_stderr(err):
-            cli.run()
-    except SystemExit as exit_:
-        code = exit_.code
+        code, text = run_here(*args)
     except Exception as exc:
         _crash(target, f"{type(exc).__name__} escaped the CLI: {exc}")
-    finally:
-        sys.argv = argv
-    text = err.getvalue() + out.getvalue()
     if code != 2:
         _crash(target, f"exit status {code}, not 2: {text[-500:]}")
     if "Traceback" in text or not any(n in text for n in _names(names)):

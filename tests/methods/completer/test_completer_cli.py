@@ -4,20 +4,17 @@ after its first checkpoint and resumed with `--resume`, which must end with the 
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io as sio
-import torch
 
 from lowlabel.engine.config import load_config
 from lowlabel.methods.completer.recipe import Config
+from lowlabel_cli import run_here_ok
 
 TINY = ["--set", "model.hidden=[32,32]", "--set", "model.predictor_hidden=[16]", "--set", "data.batch_size=16",
         "--device", "cpu", "--threads", "1"]
@@ -71,23 +68,6 @@ def test_cluster_own_two_view_file_with_and_without_labels(tmp_path: Path, lowla
     assert (run / "latents_tsne.png").is_file() and (run / "rate0.5_seed1" / "checkpoints").is_dir()
 
 
-def lowlabel_here(*args: str | Path) -> str:
-    """`lowlabel ARGS` in this process (saves a second torch start-up); its torch thread count is restored."""
-    from lowlabel import cli
-
-    threads, argv, out = torch.get_num_threads(), sys.argv, io.StringIO()
-    sys.argv = ["lowlabel", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            cli.run()
-    except SystemExit as done:
-        assert done.code in (0, None), out.getvalue()
-    finally:
-        sys.argv = argv
-        torch.set_num_threads(threads)
-    return out.getvalue()
-
-
 def test_train_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       lowlabel_processes) -> None:
     procs, steps = lowlabel_processes, 300
@@ -97,8 +77,8 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path: P
              "--set", "train.checkpoint_every=10", "--set", "train.keep_checkpoints=100", *TINY]
     killed = procs.start(*train, "--out", "killed", cwd=tmp_path)
     run = procs.kill_after_checkpoint(killed, tmp_path / "killed", "completer", steps, timeout=90)
-    lowlabel_here(*train, "--out", "whole")  # the uninterrupted run
-    assert "resumed from" in lowlabel_here("train", "completer", "--resume", run, "--threads", "1", "--device", "cpu")
+    run_here_ok(*train, "--out", "whole")  # the uninterrupted run
+    assert "resumed from" in run_here_ok("train", "completer", "--resume", run, "--threads", "1", "--device", "cpu")
     procs.assert_same_weights(procs.only_run(tmp_path / "whole", "completer"), run, steps)
     record = json.loads((run / "run.json").read_text())
     assert record["data"] == str((tmp_path / "my_views.mat").resolve()) and len(record["resumed"]) == 1
