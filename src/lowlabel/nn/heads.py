@@ -54,3 +54,24 @@ def mlp(dims: Sequence[int], *, norm: str | None = "bn", act: str | None = "relu
         raise ValueError("mlp: dims needs at least an input and an output width")
     hidden = [Layer(d, norm, act) for d in dims[1:-1]]
     return build_mlp(dims[0], [*hidden, Layer(dims[-1], out_norm, out_act)], conv1x1=conv1x1)
+
+
+def fcn_head(in_channels: int, n_classes: int, *, channels: int = 64, num_convs: int = 1,
+             dropout: float = 0.1) -> nn.Sequential:
+    """A light FCN segmentation head on a backbone map (B, in_channels, h, w) -> logits (B, n_classes, h, w):
+    `num_convs` x (3x3 conv without bias -> BN -> ReLU), dropout, then a 1x1 classifier conv; the caller upsamples.
+
+    mmsegmentation's FCNHead as used by the DenseCL paper's segmentation transfer (FCN-R50-D8) has two 3x3 convs of
+    512 channels and concatenates the input before the classifier; this keeps its shape at a width for small maps."""
+    if num_convs < 1:
+        raise ValueError("fcn_head: num_convs must be at least 1")
+    modules: list[nn.Module] = []
+    width = in_channels
+    for _ in range(num_convs):
+        modules += [nn.Conv2d(width, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+                    nn.ReLU(inplace=True)]
+        width = channels
+    if dropout > 0:
+        modules.append(nn.Dropout2d(dropout))
+    modules.append(nn.Conv2d(width, n_classes, 1))
+    return nn.Sequential(*modules)

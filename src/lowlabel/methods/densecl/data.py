@@ -126,3 +126,131 @@ def probe_data(size: int, seed: int, *, single_object: bool = False, n_train: in
     offset = 40_000 if single_object else 0
     return (shapes_images(n_train, size=size, seed=10_000 + offset + seed, single_object=single_object),
             shapes_images(n_test, size=size, seed=20_000 + offset + seed, single_object=single_object))
+
+
+IGNORE = 255  # mask value of pixels that neither train nor count (COCO crowd regions), as in mmsegmentation
+
+
+@dataclass
+class Labelled:
+    """Labelled scenes for the fine-tuning evaluation: images uint8 (N, 3, H, W), masks int64 (N, H, W) with values
+    in [0, n_classes) (0 = background) or IGNORE."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    n_classes: int
+
+    def first(self, n: int) -> Labelled:
+        """The first `n` scenes (a label budget)."""
+        if not 0 < n <= len(self.images):
+            raise LowlabelError(f"labelled={n}: asked for {n} labelled scenes; {len(self.images)} are available")
+        return Labelled(self.images[:n], self.masks[:n], self.n_classes)
+
+
+def shapes_labelled(n: int, *, size: int, seed: int) -> Labelled:
+    """`n` multi-object scenes of shapes world `seed` with their semantic masks (10 classes: background + 9 shapes)."""
+    world = shapes_images(n, size=size, seed=seed)
+    return Labelled(world.images, world.semantic, world.n_seg_classes)
+
+
+def finetune_worlds(seed: int, *, size: int = 64, n_train: int = 256, n_test: int = 400) -> tuple[Labelled, Labelled]:
+    """The fine-tuning evaluation's shapes worlds for run seed `seed`: labelled scenes to fine-tune on (world
+    10000 + seed; a budget of N takes the first N) and held-out test scenes (world 20000 + seed). The demo's seeds are
+    0, 1, 2; choices were made on other worlds (pretraining 100, fine-tuning 10100, test 30100)."""
+    return (shapes_labelled(n_train, size=size, seed=10_000 + seed),
+            shapes_labelled(n_test, size=size, seed=20_000 + seed))
+
+
+def _rle_mask(rle: dict, height: int, width: int) -> np.ndarray | None:
+    """An uncompressed COCO RLE ({'counts': [int, ...], 'size': [h, w]}, column-major runs starting with 0s) as a
+    bool (h, w) mask; None for compressed (string) counts, which need pycocotools."""
+    counts = rle.get("counts")
+    if not isinstance(counts, list):
+        return None
+    values = np.repeat(np.arange(len(counts)) % 2, counts).astype(bool)
+    if values.size != height * width:
+        return None
+    return values.reshape(width, height).T
+
+
+def _rasterise(anns: list[dict], category_index: dict[int, int], height: int, width: int) -> np.ndarray:
+    """uint8 (h, w) semantic mask of one image's annotations: polygons filled with their class (largest first, so
+    smaller objects stay on top), crowd regions (RLE) IGNORE; a compressed RLE marks its box IGNORE."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    crowd = np.zeros((height, width), dtype=bool)
+    for ann in sorted(anns, key=lambda a: -float(a.get("area", 0.0))):
+        seg = ann.get("segmentation")
+        if isinstance(seg, list):
+            for poly in seg:
+                if len(poly) >= 6:
+                    draw.polygon([float(v) for v in poly], fill=category_index[ann["category_id"]])
+        elif isinstance(seg, dict):
+            mask = _rle_mask(seg, height, width)
+            if mask is None:
+                x, y, w, h = (round(float(v)) for v in ann["bbox"])
+                crowd[max(y, 0) : y + h, max(x, 0) : x + w] = True
+            else:
+                crowd |= mask
+    out = np.asarray(canvas, dtype=np.uint8).copy()
+    out[crowd] = IGNORE
+    return out
+
+
+def resize_center_crop_mask(mask: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (H, W) label mask -> int64 (size, size) with the geometry of `resize_center_crop`, nearest neighbour."""
+    x = torch.from_numpy(mask)[None, None].float()
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = F.interpolate(x, size=(nh, nw), mode="nearest")
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[0, 0, top : top + size, left : left + size].long()
+
+
+def coco_labelled(annotations: str | Path, images: str | Path, *, size: int) -> tuple[Labelled, list[str]]:
+    """COCO instance annotations (`instances_*.json`) as semantic masks: every image with at least one annotation,
+    sorted by id, resized (shorter side `size`) and centre-cropped like `ImageFolder`; class 0 = background, class
+    i = the i-th category by id (names returned). Polygons are filled with Pillow (pycocotools' rasteriser can differ
+    by a pixel along edges); crowd regions are IGNORE."""
+    from lowlabel.files import read_json
+
+    payload = read_json(annotations, "COCO annotation file")
+    if not isinstance(payload, dict) or not all(k in payload for k in ("images", "annotations", "categories")):
+        raise LowlabelError(f"{annotations}: not a COCO instances file (needs 'images', 'annotations', 'categories')")
+    try:
+        categories = sorted(payload["categories"], key=lambda c: c["id"])
+        category_index = {c["id"]: i + 1 for i, c in enumerate(categories)}
+        names = [str(c["name"]) for c in categories]
+        per_image: dict[int, list[dict]] = {}
+        for ann in payload["annotations"]:
+            if ann["category_id"] not in category_index:
+                raise LowlabelError(f"{annotations}: annotation {ann.get('id')} has unknown category "
+                                    f"{ann['category_id']}")
+            per_image.setdefault(ann["image_id"], []).append(ann)
+        records = sorted((img for img in payload["images"] if img["id"] in per_image), key=lambda img: img["id"])
+        shapes = [(str(img["file_name"]), int(img["height"]), int(img["width"])) for img in records]
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise LowlabelError(f"{annotations}: malformed COCO record ({type(err).__name__}: {err})") from None
+    if not records:
+        raise LowlabelError(f"{annotations}: no image has an annotation")
+    pics, masks = [], []
+    for img, (file_name, height, width) in zip(records, shapes, strict=True):
+        path = Path(images) / file_name
+        try:
+            pixels = read_image(path)
+        except LowlabelError as err:
+            raise LowlabelError(f"{err} (listed in {annotations})") from None
+        if pixels.shape[:2] != (height, width):
+            raise LowlabelError(f"{path}: {pixels.shape[1]}x{pixels.shape[0]} pixels, but {annotations} says "
+                                f"{width}x{height}")
+        try:
+            mask = _rasterise(per_image[img["id"]], category_index, height, width)
+        except (KeyError, TypeError, ValueError) as err:
+            raise LowlabelError(f"{annotations}: malformed annotation of image {img['id']} "
+                                f"({type(err).__name__}: {err})") from None
+        pics.append(resize_center_crop(pixels, size))
+        masks.append(resize_center_crop_mask(mask, size))
+    return Labelled(torch.stack(pics), torch.stack(masks), len(categories) + 1), names

@@ -10,6 +10,7 @@ import torch
 
 from lowlabel.engine import checkpoint as ckpt
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_bytes
 
 FORMATS = ("torchvision", "detectron2")
 BACKBONE_PREFIX = "encoder_q.backbone."
@@ -41,6 +42,20 @@ def to_detectron2(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {detectron2_name(k): v for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
+def checkpoint_file(run: Path) -> Path:
+    """`run` itself when it is a file, else the newest checkpoint of the run folder `run`."""
+    path = run if run.is_file() else ckpt.newest_checkpoint(run)
+    if path is None:
+        raise LowlabelError(f"{run}: no checkpoints/step_*.pt found; give a run folder of `lowlabel train densecl`")
+    return path
+
+
+def run_backbone(run: Path) -> dict[str, torch.Tensor]:
+    """The query backbone's tensors (torchvision names) of `run`: a run folder (newest checkpoint) or a checkpoint."""
+    state = ckpt.load(checkpoint_file(run))
+    return backbone_state(state["model"] if isinstance(state, dict) and "model" in state else state)
+
+
 def export_run(run: Path, fmt: str, out: Path) -> Path:
     """Write the backbone of `run` (a run folder: its newest checkpoint; or a checkpoint file) to `out`.
 
@@ -49,20 +64,13 @@ def export_run(run: Path, fmt: str, out: Path) -> Path:
     """
     if fmt not in FORMATS:
         raise LowlabelError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
-    path = run if run.is_file() else ckpt.newest_checkpoint(run)
-    if path is None:
-        raise LowlabelError(f"{run}: no checkpoints/step_*.pt found; give a run folder of `lowlabel train densecl`")
-    state = ckpt.load(path)
-    weights = backbone_state(state["model"] if isinstance(state, dict) and "model" in state else state)
+    weights = run_backbone(run)
     if fmt == "detectron2":
         weights = to_detectron2(weights)
         if out.suffix == ".pkl":
             payload = {"model": {k: v.cpu().numpy() for k, v in weights.items()}, "__author__": "lowlabel-densecl",
                        "matching_heuristics": True}
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with open(out, "wb") as fh:
-                pickle.dump(payload, fh)
-            return out
+            return write_bytes(out, pickle.dumps(payload))
     elif out.suffix == ".pkl":
         raise LowlabelError(f"{out}: .pkl is detectron2's format; use .pth or .safetensors for torchvision")
     return ckpt.export_weights(weights, out)

@@ -14,6 +14,7 @@ from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
 from lowlabel.engine.trainer import Trainer, unwrap
+from lowlabel.files import write_text
 from lowlabel.methods.densecl.data import ImageFolder, ShapesImages, probe_data, scan_folder, shapes_images
 from lowlabel.methods.densecl.model import DenseCL, Keys
 from lowlabel.nn.probes import backbone_maps, class_probe, segmentation_probe
@@ -131,7 +132,7 @@ def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, re
         for line in log[:1] + log[1:21]:
             print(line, flush=True)
         if len(log) > 1:
-            (run_dir / "skipped_images.txt").write_text("\n".join(log[1:]) + "\n")
+            write_text(run_dir / "skipped_images.txt", "\n".join(log[1:]) + "\n")
     model = model if model is not None else build_model(cfg)
     trainer = Trainer(model, make_step_fn(cfg, build_augment(cfg).to(runtime.device)), config=cfg.train,
                       optim=cfg.optim, runtime=runtime, params=model.encoder_q.parameters(),
