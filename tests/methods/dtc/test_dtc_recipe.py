@@ -15,7 +15,7 @@ from lowlabel.data.io import read_h5_volume, read_nifti, write_nifti
 from lowlabel.data.synth.volumes import VolumeConfig, write_la_layout
 from lowlabel.engine import runtime as rt
 from lowlabel.engine.config import save_config
-from lowlabel.methods.dtc import recipe
+from lowlabel.methods.dtc import demo, recipe
 from lowlabel.methods.dtc.cli import app
 
 
@@ -70,6 +70,10 @@ def test_short_training_lowers_the_loss(tmp_path: Path) -> None:
     assert len(dice) == 24 and {"dice", "lsf", "dtc"} <= set(rows[-1])
     assert np.mean(dice[-6:]) < np.mean(dice[:6]) - 0.02
     assert set(summary["test"]) == {"dice", "jaccard", "hd95", "asd"} and len(summary["test_cases"]) == 2
+    save_config(cfg, tmp_path / "config.yaml")  # as `lowlabel dtc train` does
+    (overlay,) = demo.figures(tmp_path)  # the report's figure, drawn on demand from the newest checkpoint
+    assert overlay.name == "overlay.png" and overlay.read_bytes()[:4] == b"\x89PNG"
+    assert demo.figures(tmp_path) == [overlay]
 
 
 def test_cli_train_segment_eval(tmp_path: Path) -> None:

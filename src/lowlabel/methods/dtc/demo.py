@@ -11,7 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lowlabel.engine.checkpoint import newest_checkpoint
+from lowlabel.engine.config import load_config
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
+from lowlabel.engine.recipe import load_model
+from lowlabel.engine.rundir import recorded_data
 from lowlabel.engine.runtime import Runtime, cpu_threads
 from lowlabel.files import write_json
 from lowlabel.methods.dtc import recipe
@@ -122,8 +126,18 @@ def threshold_scores(labelled: list, test: list) -> dict[str, float]:
 
 
 def figures(run_dir: Path) -> list[Path]:
-    """The PNGs of a DTC run or demo folder (slice overlays written by the demo and `lowlabel dtc eval --overlay`)."""
-    return sorted(Path(run_dir).glob("*.png"))
+    """The PNGs of a DTC run or demo folder (slice overlays written by the demo and `lowlabel dtc eval --overlay`).
+    A training run folder without one gets `overlay.png` of its first test case, drawn from its newest checkpoint
+    on the data its run.json records (so the report shows the method's own figure; training pays nothing for it)."""
+    run_dir = Path(run_dir)
+    found = sorted(run_dir.glob("*.png"))
+    newest = newest_checkpoint(run_dir)
+    if found or newest is None or not (run_dir / "config.yaml").is_file():
+        return found
+    cfg = load_config(recipe.Config, run_dir / "config.yaml")
+    model = load_model(recipe.build_model, cfg, newest, "cpu")
+    first = recipe.load_split(cfg, recorded_data(run_dir, "dtc")[1], "test", 1.0)[0]
+    return [overlay_png(model, cfg, first, run_dir / "overlay.png")]
 
 
 def run_seed(seed: int, *, quick: bool, out: Path, runtime: Runtime) -> dict[str, dict[str, float]]:
