@@ -5,8 +5,6 @@ from __future__ import annotations
 import pickle
 import random
 import re
-import struct
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,8 +43,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
             f"checkpoint {path} holds objects other than tensors and plain values, so it was not loaded "
             f"(weights-only loading refuses code): {str(err).splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, IndexError, struct.error, ValueError) as err:
-        # a file of a few bytes fails in torch's legacy-format sniffing with IndexError or struct.error
+    except Exception as err:
+        # garbage bytes fail anywhere in torch's unpickler (KeyError, IndexError, struct.error, RuntimeError, ...):
+        # whatever the type, the file is not a checkpoint lowlabel wrote
         raise LowlabelError(
             f"checkpoint {path} is truncated or corrupt ({(str(err).splitlines() or [type(err).__name__])[0]}); "
             "delete it and resume from an earlier checkpoint"
