@@ -95,6 +95,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def demo_rows(result: Any, per_seed: dict[str, list[dict[str, Any]]], seeds: list[Any], label: str) -> list[dict]:
+    """A demo's rows for its result file: each model's mean over seeds (`result.rows`), then its value per seed."""
+    rows = [{label: name, "seed": "mean", **row} for name, row in result.rows.items()]
+    return rows + [{label: name, "seed": seed, **metrics} for name, runs in per_seed.items()
+                   for seed, metrics in zip(seeds, runs, strict=True)]
+
+
 def write_results(name: str, rows: list[dict[str, Any]], notes: str = "") -> Path:
     """Write `benchmarks/results/<name>.json` and print the rows as a table."""
     payload = {"name": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "rows": rows, "notes": notes}

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results
+from _common import demo_rows, write_results
 from lowlabel.engine import runtime as rt
 from lowlabel.files import read_json
 from lowlabel.methods.completer import demo
@@ -40,9 +40,7 @@ def evaluation(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as out:
         result = demo.run(quick=quick, out=Path(out), runtime=rt.init("cpu", seed=0))
         record = read_json(Path(out) / "per_seed.json")
-    rows = [{"approach": name, "seed": "mean", **row} for name, row in result.rows.items()]
-    rows += [{"approach": name, "seed": seed, **metrics} for name, per_seed in record["per_seed"].items()
-             for seed, metrics in zip(record["seeds"], per_seed, strict=True)]
+    rows = demo_rows(result, record["per_seed"], record["seeds"], "approach")
     rows += [{"approach": name, "seed": "completer wins (acc)", "wins": wins, "of": len(record["seeds"])}
              for name, wins in record["wins"].items()]
     write_results(f"completer_demo_{'quick' if quick else 'full'}", rows,

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results
+from _common import demo_rows, write_results
 from lowlabel.engine import runtime as rt
 from lowlabel.files import read_json
 from lowlabel.methods.sg_retrieval import demo
@@ -39,9 +39,7 @@ def evaluation(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as out:
         result = demo.run(quick=quick, out=Path(out), runtime=rt.init("cpu", seed=0))
         record = read_json(Path(out) / "rows.json")
-    rows = [{"model": name, "seed": "mean", **row} for name, row in result.rows.items()]
-    rows += [{"model": name, "seed": seed, **metrics} for name, per_seed in record["per_seed"].items()
-             for seed, metrics in zip(record["seeds"], per_seed, strict=True)]
+    rows = demo_rows(result, record["per_seed"], record["seeds"], "model")
     write_results(f"sg_retrieval_demo_{'quick' if quick else 'full'}", rows,
                   notes=" | ".join([*result.notes, f"{result.seconds:.0f} s"]))
 
