@@ -20,6 +20,7 @@ from scipy.spatial.transform import Rotation
 from lowlabel.data.io import write_h5
 from lowlabel.data.synth.base import SeededDataset
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_text
 from lowlabel.report.figures import figure, save_figure
 
 # Index pairs i <= j and triples i <= j <= k of the direction monomials u_i u_j and u_i u_j u_k: with the three
@@ -224,8 +225,8 @@ def write_la_layout(root: str | Path, n_train: int, n_test: int, seed: int = 0,
     for k, name in enumerate(names):
         image, label = generate_volume(np.random.default_rng([seed, k]), cfg)
         write_h5(root / name / "mri_norm2.h5", image=image, label=label)
-    (root / "train.list").write_text("".join(f"{n}\n" for n in names[:n_train]))
-    (root / "test.list").write_text("".join(f"{n}\n" for n in names[n_train:]))
+    write_text(root / "train.list", "".join(f"{n}\n" for n in names[:n_train]))
+    write_text(root / "test.list", "".join(f"{n}\n" for n in names[n_train:]))
     return root
 
 

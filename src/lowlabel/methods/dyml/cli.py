@@ -6,7 +6,6 @@ No torch import at module level: the commands import what they need.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,6 +15,7 @@ from rich.table import Table
 
 from lowlabel.commands import Device, Threads, set_threads
 from lowlabel.errors import LowlabelError
+from lowlabel.files import atomic_path, write_json
 
 console = Console()
 app = typer.Typer(help="DyML: one embedding for several semantic scales (metrics, embed, compare).",
@@ -82,8 +82,7 @@ def metrics(
                                  query_emb=q, query_labels=ql, levels=levels, backend=backend)
     console.print(_table(f"dyml metrics: {embeddings.name}", result))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2))
+        write_json(json_out, result)
         console.print(f"wrote {json_out}")
 
 
@@ -118,10 +117,10 @@ def embed(
     images = FileImages(files, d.test_resize, grey=cfg.model.in_channels == 1)
     emb = embed_images(model, images, size=d.image_size, resize=d.test_resize, mean=d.mean, std=d.std,
                        batch_size=d.eval_batch, num_workers=d.num_workers, device=runtime.device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, emb.numpy())
     labels_out = out.with_name(out.stem + "_labels.npy")
-    np.save(labels_out, files.labels)
+    for path, array in ((out, emb.numpy()), (labels_out, files.labels)):
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, array)
     console.print(f"wrote {out} {tuple(emb.shape)} and {labels_out}")
 
 
@@ -156,6 +155,5 @@ def compare(
         table.add_row(loss, *(f"{row[c]:.3f}±{row.get(c + '_std', 0):.3f}" for c in columns))
     console.print(table)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2))
+        write_json(json_out, result)
         console.print(f"wrote {json_out}")

@@ -18,6 +18,7 @@ import numpy as np
 from lowlabel.data.io import read_image
 from lowlabel.errors import LowlabelError
 from lowlabel.extras import require
+from lowlabel.files import atomic_path
 
 ON_MISSING: tuple[str, ...] = ("error", "skip", "keep")
 
@@ -147,9 +148,6 @@ def embed_files(paths: Sequence[Path], cache_dir: str | Path, *, embedder: DlibE
         return np.load(cache)["embeddings"]
     out = np.concatenate([embedder.embed([read_image(p) for p in paths[b : b + 256]])
                           for b in range(0, len(paths), 256)]) if len(paths) else np.zeros((0, 128), np.float32)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".tmp-{cache.name}")
-    with open(tmp, "wb") as fh:
+    with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, embeddings=out)
-    tmp.replace(cache)
     return out

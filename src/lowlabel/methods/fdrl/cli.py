@@ -15,6 +15,7 @@ from rich.table import Table
 
 from lowlabel.commands import ConfigFile, Device, Force, Out, Resume, SetOption, Threads, set_threads
 from lowlabel.errors import LowlabelError
+from lowlabel.files import atomic_path
 
 console = Console()
 app = typer.Typer(help="FDRL: facial expression recognition (train, eval, predict, align).", no_args_is_help=True)
@@ -136,8 +137,7 @@ def predict(
     model = load_model(recipe.build_model, cfg, checkpoint, rt.init(device).device)
     probs, weights = recipe.predict_files(cfg, model, images)
     classes = list(cfg.classes) or [str(k) for k in range(cfg.num_classes)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as fh:
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         m = weights.shape[1] if weights is not None else 0
         writer.writerow(["path", "expression", "probability", *(f"weight_l{j + 1}" for j in range(m))])

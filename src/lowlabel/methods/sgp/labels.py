@@ -9,8 +9,6 @@ the same way.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lowlabel.errors import LowlabelError
+from lowlabel.files import write_text
 from lowlabel.methods.sgp.teacher import verify_2d, verify_3d
 
 LABEL_FILE = "pseudo-label.log"
@@ -56,19 +55,6 @@ def label_path(root: str | Path, meta_iter: int, scene: str) -> Path:
     return Path(root) / round_name(meta_iter) / scene / LABEL_FILE
 
 
-def _write_atomic(path: Path, lines: Iterable[str]) -> None:
-    """Write the lines to a temporary file beside `path`, then rename it over `path` (a reader never sees half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.writelines(line + "\n" for line in lines)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _floats(values: np.ndarray) -> str:
     return " ".join(repr(float(v)) for v in np.asarray(values, dtype=np.float64).ravel())
 
@@ -80,7 +66,7 @@ def write_labels_2d(path: str | Path, labels: Iterable[Label2D]) -> None:
         if np.shape(lab.F) != (3, 3):
             raise LowlabelError(f"{path}: label {lab.i} {lab.j} has F of shape {np.shape(lab.F)}; need (3, 3)")
         lines.append(f"{int(lab.i)} {int(lab.j)} {int(lab.num_inliers)} {int(lab.num_matches)} {_floats(lab.F)}")
-    _write_atomic(Path(path), lines)
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 def write_labels_3d(path: str | Path, labels: Iterable[Label3D]) -> None:
@@ -90,7 +76,7 @@ def write_labels_3d(path: str | Path, labels: Iterable[Label3D]) -> None:
         if np.shape(lab.T) != (4, 4):
             raise LowlabelError(f"{path}: label {lab.i} {lab.j} has T of shape {np.shape(lab.T)}; need (4, 4)")
         lines.append(f"{int(lab.i)} {int(lab.j)} {float(lab.confidence)!r} {_floats(lab.T)}")
-    _write_atomic(Path(path), lines)
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _rows(path: Path, width: int, layout: str) -> list[tuple[int, list[str]]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from lowlabel.engine.runtime import init
+from lowlabel.files import write_json
 from lowlabel.methods.soho import recipe
 
 
@@ -75,8 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
                "steps": steps, "threads": args.threads, "config": dataclasses.asdict(base), "rows": rows,
                "chance": {"r1": 100 / len(val[0].images), "r5": 500 / len(val[0].images)},
                "seconds": time.perf_counter() - t0}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2))
+    write_json(args.out, payload)
     return payload
 
 
