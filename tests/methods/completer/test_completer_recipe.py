@@ -208,7 +208,7 @@ def test_train_then_evaluate_round_trip_from_the_saved_config(tmp_path: Path,
     assert ckpts
     lines = (tmp_path / "assignments.csv").read_text().splitlines()
     assert lines[0] == "sample,cluster" and len(lines) == 201 and lines[1].startswith("0,")
-    assert [p.name for p in demo.figures(tmp_path)] == ["latents_pca.png"]  # what `lowlabel report` shows
+    assert [p.name for p in demo.figures(tmp_path)] == ["imputation_pca.png", "latents_pca.png"]  # `lowlabel report`
     saved = load_config(Config, tmp_path / "config.yaml")
     assert saved.model.view_dims == [256, 256] and saved.model.d_z == 32 and saved.train.seed == 0
     recipe.build_model(saved)  # the saved config alone determines the architecture

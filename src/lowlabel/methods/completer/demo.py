@@ -23,7 +23,7 @@ from lowlabel.engine.runtime import Runtime
 from lowlabel.files import write_json
 from lowlabel.methods.completer import baselines
 from lowlabel.methods.completer.data import MultiView, digits_world, make_mask
-from lowlabel.methods.completer.plots import plot_latents
+from lowlabel.methods.completer.plots import plot_imputation, plot_latents
 from lowlabel.methods.completer.recipe import Config, DataConfig, EvalConfig, LossConfig, ModelConfig, run_once
 from lowlabel.metrics.clustering import clustering_scores
 
@@ -102,7 +102,8 @@ def tune(*, runtime: Runtime, quick: bool = False) -> dict[str, dict[str, dict[s
 
 def figures(run_dir: Path) -> list[Path]:
     """The PNGs of a COMPLETER demo, `lowlabel train completer` or `lowlabel completer cluster` folder
-    (`latents_tsne.png`; `latents_pca.png` for a quick demo or a training run; `sweep.png` for a sweep over rates)."""
+    (`latents_tsne.png`; `latents_pca.png` for a quick demo or a training run; `imputation_pca.png` for both;
+    `sweep.png` for a sweep over rates)."""
     return sorted(Path(run_dir).glob("*.png"))
 
 
@@ -131,6 +132,9 @@ def run(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
             projection = "pca" if quick else "tsne"
             plot_latents(result["embedding"], result["assignments"], out / f"latents_{projection}.png",
                          title="COMPLETER on digits", projection=projection)
+            plot_imputation(result["embedding"], result["mask"], result["assignments"], out / "imputation_pca.png",
+                            title=f"COMPLETER on digits, missing rate {MISSING_RATE}: imputed view latents (x) "
+                                  "among encoded ones (.)")
     wins = _wins(per_seed)
     write_json(out / "per_seed.json", {"seeds": list(seeds), "settings": CHOSEN, "per_seed": per_seed, "wins": wins})
     rows = mean_over_seeds(per_seed)

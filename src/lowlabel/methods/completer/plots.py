@@ -1,4 +1,5 @@
-"""Figures of a COMPLETER run: a t-SNE map of the fused latents and a missing-rate sweep curve."""
+"""Figures of a COMPLETER run: a map of the fused latents, where the imputed latents land, and a missing-rate sweep
+curve."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ import numpy as np
 from lowlabel.report.figures import figure, save_figure
 
 
+def _pca2(points: np.ndarray) -> np.ndarray:
+    """The first two principal-component coordinates of the rows of `points` (n, d)."""
+    centred = points.astype(np.float64) - points.mean(0)
+    return centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+
+
 def plot_latents(embedding: np.ndarray, clusters: np.ndarray, path: Path, *, title: str = "",
                  max_points: int = 3000, seed: int = 0, projection: str = "tsne") -> Path:
     """2-D view of `embedding` (n, d) coloured by cluster id (n,), on at most `max_points` random samples:
@@ -18,8 +25,7 @@ def plot_latents(embedding: np.ndarray, clusters: np.ndarray, path: Path, *, tit
     pick = rng.permutation(embedding.shape[0])[:max_points]
     chosen = embedding[pick].astype(np.float64)
     if projection == "pca":
-        centred = chosen - chosen.mean(0)
-        points = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+        points = _pca2(chosen)
     else:
         from sklearn.manifold import TSNE
 
@@ -30,6 +36,33 @@ def plot_latents(embedding: np.ndarray, clusters: np.ndarray, path: Path, *, tit
     ax.set_title(title or f"fused latents ({'PCA' if projection == 'pca' else 't-SNE'}), coloured by k-means cluster")
     ax.set_xticks([])
     ax.set_yticks([])
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
+
+
+def plot_imputation(embedding: np.ndarray, mask: np.ndarray, clusters: np.ndarray, path: Path, *,
+                    title: str = "", max_points: int = 3000, seed: int = 0) -> Path:
+    """Where the imputed latents land: one panel per view (at most 4) with a missing sample, the PCA of that view's
+    latent block of `embedding` (n, V * d_z, as `Completer.embed` returns it), encoded latents of the samples that
+    have the view as dots and the latents predicted from the other views (mask (n, V) == 0) as crosses, both
+    coloured by cluster id (n,); on at most `max_points` random samples."""
+    n_views = mask.shape[1]
+    d_z = embedding.shape[1] // n_views
+    pick = np.random.default_rng(seed).permutation(embedding.shape[0])[:max_points]
+    shown = [v for v in range(n_views) if not mask[pick, v].all()][:4] or [0]
+    fig, axes = figure(ncols=len(shown), figsize=(5 * len(shown), 5), squeeze=False)
+    for ax, v in zip(axes[0], shown, strict=True):
+        points = _pca2(embedding[pick, v * d_z : (v + 1) * d_z])
+        imputed = mask[pick, v] == 0
+        ax.scatter(*points[~imputed].T, c=clusters[pick][~imputed], cmap="tab20", s=4, vmin=0,
+                   vmax=max(int(clusters.max()), 1), label=f"encoded ({int((~imputed).sum())})")
+        ax.scatter(*points[imputed].T, c=clusters[pick][imputed], cmap="tab20", s=14, marker="x", linewidths=0.8,
+                   vmin=0, vmax=max(int(clusters.max()), 1), label=f"imputed ({int(imputed.sum())})")
+        ax.set_title(f"view {v + 1} latents (PCA)")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for handle in ax.legend(fontsize=8, loc="best").legend_handles:  # marker shape only, not a cluster's colour
+            handle.set_color("0.3")
+    fig.suptitle(title or "imputed latents (x) among encoded ones (.), coloured by k-means cluster")
     return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 

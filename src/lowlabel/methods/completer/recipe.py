@@ -40,7 +40,7 @@ from lowlabel.methods.completer.data import (
 )
 from lowlabel.methods.completer.losses import cross_view_contrastive, dual_prediction, reconstruction
 from lowlabel.methods.completer.model import Completer, pair_key
-from lowlabel.methods.completer.plots import plot_latents
+from lowlabel.methods.completer.plots import plot_imputation, plot_latents
 from lowlabel.metrics.clustering import clustering_scores, kmeans
 
 
@@ -218,8 +218,9 @@ def fit_and_cluster(
     views: (n, d_v) float32 per view; mask: (n, V) 0/1. Missing views are zeroed (official), training uses complete
     rows only, with `cfg.optim` (Adam) for the Trainer's run length (`train.epochs` or `train.max_steps`), batches
     reshuffled each epoch, last partial batch kept (dropped only when it would hold a single sample, which
-    BatchNorm cannot train on). Returns {'assignments', 'embedding', 'scores' (if labels), 'history' (scores at
-    every evaluation), 'summary', 'n_complete', 'steps_per_epoch'}. `source` names the data in error messages.
+    BatchNorm cannot train on). Returns {'assignments', 'embedding', 'mask' (the checked 0/1 mask), 'scores' (if
+    labels), 'history' (scores at every evaluation), 'summary', 'n_complete', 'steps_per_epoch'}. `source` names
+    the data in error messages.
     """
     check_views(views, labels, source=source)
     n = views[0].shape[0]
@@ -267,7 +268,7 @@ def fit_and_cluster(
     else:
         embedding = embed(model, views, keep, runtime.device)
         assign = kmeans(embedding, n_clusters, n_init=cfg.eval.kmeans_n_init, seed=seed)
-    result: dict[str, Any] = {"assignments": assign, "embedding": embedding, "history": history,
+    result: dict[str, Any] = {"assignments": assign, "embedding": embedding, "mask": keep, "history": history,
                               "summary": summary, "n_complete": n_complete, "steps_per_epoch": spe}
     if labels is not None:
         result["scores"] = clustering_scores(labels, assign)
@@ -331,14 +332,16 @@ def run_once(cfg: Config, dataset: MultiView, *, runtime: Runtime, run_dir: Path
 
 def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, resume: bool) -> dict:
     """One COMPLETER run (mask seed `cfg.data.mask_seed`); writes config.yaml (resolved), checkpoints,
-    metrics.jsonl, assignments.csv and latents_pca.png (the report's figure). Scores only when the data has
-    labels."""
+    metrics.jsonl, assignments.csv, latents_pca.png and imputation_pca.png (the report's figures). Scores only when
+    the data has labels."""
     check_config(cfg)
     dataset = load_data(cfg, data)
     result = run_once(cfg, dataset, runtime=runtime, run_dir=run_dir, resume=resume)
     if runtime.is_main:
         plot_latents(result["embedding"], result["assignments"], Path(run_dir) / "latents_pca.png",
                      title=f"COMPLETER on {dataset.name}: fused latents (PCA) by cluster", projection="pca")
+        plot_imputation(result["embedding"], result["mask"], result["assignments"],
+                        Path(run_dir) / "imputation_pca.png")
     return {"dataset": dataset.name, "n_complete": result["n_complete"], "scores": result.get("scores"),
             "history": result["history"], "train": result["summary"]}
 
