@@ -17,11 +17,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from lowlabel import registry
 from lowlabel.cli import app
 from lowlabel.engine.batches import TensorBatches
 from lowlabel.engine.config import save_config
 from lowlabel.engine.recipe import OptimConfig, TrainConfig
 from lowlabel.engine.trainer import Trainer
+from lowlabel.errors import LowlabelError
 from lowlabel.files import write_json
 from lowlabel.report.figures import figure, save_figure
 from lowlabel.report.html import run_report
@@ -107,6 +109,20 @@ def test_one_run_renders_every_section_self_contained(runs, tmp_path):
     for src in page.images:
         assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
     assert any(row[:2] == ["train.max_steps", "12"] for row in page.rows)  # the config table
+
+
+def test_a_figure_hook_that_cannot_draw_leaves_a_note_and_the_rest_of_the_page(runs, tmp_path, monkeypatch):
+    def needs_an_extra(slug: str, run_dir: Path) -> list[Path]:
+        raise LowlabelError('the face figure needs dlib: pip install "lowlabel[face]"')
+
+    monkeypatch.setattr(registry, "figures", needs_an_extra)
+    out = run_report(runs[:1], tmp_path / "no_figure.html")
+    page = Page()
+    text = out.read_text()
+    page.feed(text)
+    assert page.sections == ["runs", "config", "results", "losses", "evaluation", "figures"]
+    assert len(page.images) == 2  # losses and evaluation; the method's PNG could not be drawn
+    assert "seed0: no dtc figure (the face figure needs dlib: pip install &#34;lowlabel[face]&#34;)" in text
 
 
 def test_seeds_of_one_setting_get_mean_and_spread(runs, tmp_path):

@@ -134,7 +134,10 @@ def run_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         evals.notes.append("no evaluation was logged during training (train.eval_every = 0)")
     figures = Section("figures", "Method figures")
     for run in runs:
-        figures.images += _file_images(registry.figures(run.slug, run.path), run.path.parent)
+        try:
+            figures.images += _file_images(registry.figures(run.slug, run.path), run.path.parent)
+        except LowlabelError as err:  # e.g. a figure that needs an extra not installed here: the rest still shows
+            figures.notes.append(f"{run.name}: no {run.slug} figure ({err})")
     if not figures.images:
         figures.notes.append("the runs' methods made no figures for these folders")
     sections = [overview, _config_section(runs), results, curves, evals, figures]

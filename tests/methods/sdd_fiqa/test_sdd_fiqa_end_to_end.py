@@ -11,6 +11,7 @@ import torch
 from sdd_fiqa_helpers import make_folder
 
 from lowlabel.engine import checkpoint as ckpt
+from lowlabel.methods.sdd_fiqa import demo
 from lowlabel.methods.sdd_fiqa.extractors import save_recognizer
 from lowlabel.methods.sdd_fiqa.model import FaceEmbedder
 from lowlabel_cli import LowlabelProcesses
@@ -45,6 +46,10 @@ def test_label_train_score_evrc_on_a_users_folder(tmp_path: Path) -> None:
     assert record["recognizer"] == str(rec)
     last = ckpt.newest_checkpoint(run)
     assert last is not None and last.name == "step_00000004.pt"
+    assert [p.name for p in demo.figures(run)] == ["evrc_fmr0.01.png"]  # the report's figure of the run
+    drawn = json.loads((run / "evrc_fmr0.01.json").read_text())
+    assert (drawn["genuine_pairs"], drawn["impostor_pairs"]) == (140, 640)  # counted below
+    assert drawn["pairs"] == f"40 training images of {data.resolve()}" and drawn["recognizer"] == str(rec)
     lowlabel("fiqa", "score", data, "--model", last, "--out", "scores.csv", cwd=tmp_path)
     scores = (tmp_path / "scores.csv").read_text().splitlines()
     assert scores[0] == "path,score" and len(scores) == 41

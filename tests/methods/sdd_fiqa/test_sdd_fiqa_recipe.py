@@ -4,6 +4,7 @@ without global side effects, a tiny train/evaluate round, demo schedule, sharpne
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from lowlabel.engine import runtime as rt
 from lowlabel.engine import schedules
+from lowlabel.engine.config import save_config
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, lr_factor
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.sdd_fiqa import demo, recipe
@@ -109,6 +111,12 @@ def test_train_and_evaluate_on_the_faces_world(tmp_path: Path) -> None:
     checkpoint = next((tmp_path / "checkpoints").glob("step_*.pt"))
     metrics = recipe.evaluate(cfg, checkpoint=checkpoint, data=None, runtime=runtime)
     assert np.isfinite(metrics["spearman_vs_true_quality"])
+    save_config(cfg, tmp_path / "config.yaml")  # as `lowlabel train` leaves it
+    assert [p.name for p in demo.figures(tmp_path)] == ["evrc_fmr0.01.png"]  # what `lowlabel report` shows
+    curve = json.loads((tmp_path / "evrc_fmr0.01.json").read_text())
+    # the held-out world of `evaluate`: 20 identities of 10 faces, every pair enumerated
+    assert (curve["genuine_pairs"], curve["impostor_pairs"]) == (20 * 45, 200 * 199 // 2 - 20 * 45)
+    assert curve["pairs"] == "held-out faces world" and curve["recognizer"] == str(tmp_path / "recognizer.pt")
     cfg.width = 8
     with pytest.raises(LowlabelError, match="does not fit"):
         recipe.evaluate(cfg, checkpoint=checkpoint, data=None, runtime=runtime)

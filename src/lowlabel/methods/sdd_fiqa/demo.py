@@ -16,15 +16,26 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.stats import spearmanr
 
 from lowlabel.engine.batches import TensorBatches, embed
+from lowlabel.engine.checkpoint import newest_checkpoint
+from lowlabel.engine.config import load_config
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
-from lowlabel.engine.recipe import OptimConfig, TrainConfig
+from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
+from lowlabel.engine.rundir import recorded_data
 from lowlabel.engine.runtime import Runtime
 from lowlabel.files import write_json
 from lowlabel.methods.sdd_fiqa import data as fdata
-from lowlabel.methods.sdd_fiqa.evaluation import evrc_table, laplacian_sharpness, smoothed_laplacian_energy
+from lowlabel.methods.sdd_fiqa import recipe
+from lowlabel.methods.sdd_fiqa.evaluation import (
+    evrc_report,
+    evrc_table,
+    folder_pairs,
+    laplacian_sharpness,
+    smoothed_laplacian_energy,
+)
 from lowlabel.methods.sdd_fiqa.losses import intra_class_labels
 from lowlabel.methods.sdd_fiqa.recipe import Config, RecognizerConfig, fit_regressor, world_pipeline
 
@@ -37,6 +48,7 @@ SHARPNESS_SIGMA = 3.0  # chosen on the tuning world (benchmarks/results/sdd_fiqa
 METRIC = "aoc_fmr1e-2"
 METHOD, ABLATION, NORM = "SDD-FIQA", "intra-class only (ablation)", "embedding norm"
 LAPLACIAN, TRUE, RANDOM = "variance of the Laplacian", "true quality (upper reference)", "random"
+EVRC_MAX_IMAGES = 2000  # the EVRC of a run on a user's folder scores at most this many of its images
 
 
 def sharpness_name(sigma: float) -> str:
@@ -140,8 +152,57 @@ def run(*, quick: bool, out: Path, runtime: Runtime) -> DemoResult:
                       rows=result["mean"], notes=notes, seconds=time.perf_counter() - t0)
 
 
+def _first_identities(folder: fdata.IdentityFolder, max_images: int) -> fdata.IdentityFolder:
+    """The leading identities of `folder` (whole ones, in folder order) up to `max_images` images (at least one)."""
+    counts = np.bincount(folder.labels, minlength=len(folder.names))
+    keep = max(int(np.searchsorted(np.cumsum(counts), max_images, side="right")), 1)
+    n = int(counts[:keep].sum())
+    return fdata.IdentityFolder(folder.paths[:n], folder.labels[:n], folder.names[:keep])
+
+
+def checkpoint_evrc(cfg: Config, *, checkpoint: Path, data: Path | None, recognizer: str, out: Path,
+                    fmr: float = 1e-2, max_images: int = EVRC_MAX_IMAGES) -> Path:
+    """The EVRC plot (and its .json) of a trained regressor's scores, pairs compared by `recognizer` (a TorchScript
+    file, or 'dlib'): on the held-out faces world of `evaluate` (data None), or on the leading identities of the
+    folder `data` (whole identities, at most `max_images` images; the regressor was trained on them, and the .json
+    records which pairs were used). Pair quality is the lower score of the two images (spec)."""
+    model = load_model(recipe.build_model, cfg, checkpoint, "cpu")
+    if data is None:
+        world = fdata.faces_world(20, 10, seed=1001, size=cfg.image_size)
+        images, labels = world["images"], world["identity"].numpy()
+        emb = embed(torch.jit.load(recognizer, map_location="cpu"), images).numpy()
+        where = "held-out faces world"
+    else:
+        folder = _first_identities(fdata.read_identity_folders(data), max_images)
+        images, labels = fdata.load_images(folder.paths, cfg.image_size), folder.labels
+        emb = fdata.folder_embeddings(folder, data, recognizer=recognizer, embeddings=None, size=cfg.image_size,
+                                      cache_dir=Path(data) / ".lowlabel_cache")
+        where = f"{len(folder.paths)} training images of {data}"
+    quality = embed(model, images).numpy()
+    table = folder_pairs(labels, emb, quality, max_genuine=100_000, max_impostor=1_000_000, seed=0)
+    evrc_report(table, out, fmr=fmr, fixed_threshold=False,
+                source={"checkpoint": str(checkpoint), "pairs": where, "recognizer": recognizer})
+    return Path(out)
+
+
 def figures(run_dir: Path) -> list[Path]:
-    """The EVRC plots the demo wrote into `run_dir` (`evrc_fmr0.01.png`, `evrc_fmr0.001.png`); a training run
-    writes none."""
-    return sorted(Path(run_dir).glob("evrc_fmr*.png"))
+    """The EVRC plots of a demo folder (`evrc_fmr0.01.png`, `evrc_fmr0.001.png`, written by `run`). A training run
+    folder without one gets `evrc_fmr0.01.png` of its newest checkpoint (`checkpoint_evrc`: the held-out
+    faces world, or the run's recorded folder compared by the recogniser that started the trunk, dlib when none did),
+    so the report shows the method's own figure; training pays nothing for it."""
+    run_dir = Path(run_dir)
+    found = sorted(run_dir.glob("evrc_fmr*.png"))
+    newest = newest_checkpoint(run_dir)
+    if found or newest is None or not (run_dir / "config.yaml").is_file():
+        return found
+    cfg = load_config(Config, run_dir / "config.yaml")
+    data = recorded_data(run_dir, "sdd_fiqa")[1]
+    if data is None:
+        recognizer = str(run_dir / recipe.WORLD_RECOGNIZER)
+        if not Path(recognizer).is_file():  # a run made before the recogniser was kept
+            return found
+    else:
+        recognizer = "dlib" if cfg.init_from in ("", "none") else cfg.init_from
+    return [checkpoint_evrc(cfg, checkpoint=newest, data=data, recognizer=recognizer,
+                            out=run_dir / "evrc_fmr0.01.png")]
 

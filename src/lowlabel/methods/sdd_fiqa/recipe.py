@@ -22,11 +22,12 @@ from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer, unwrap
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.sdd_fiqa import data as fdata
-from lowlabel.methods.sdd_fiqa.extractors import recognizer_state
+from lowlabel.methods.sdd_fiqa.extractors import recognizer_state, save_recognizer
 from lowlabel.methods.sdd_fiqa.losses import huber_regression_loss, sdd_pseudo_labels
 from lowlabel.methods.sdd_fiqa.model import FaceEmbedder, QualityRegressor, Recognizer
 
 StepFn = Callable[[torch.nn.Module, tuple[torch.Tensor, ...], int], dict[str, torch.Tensor]]
+WORLD_RECOGNIZER = "recognizer.pt"  # a faces-world run's recogniser (TorchScript), kept for its EVRC
 
 
 @dataclass
@@ -182,10 +183,13 @@ def world_pipeline(cfg: Config, runtime: Runtime, *, seed: int = 0) -> dict:
 
 
 def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, resume: bool) -> dict:
-    """Train the regressor: on the faces world (data None; recogniser and labels made here) or on `data` (a folder
-    per identity) with the pseudo-labels of `cfg.labels_file`, the trunk starting from `cfg.init_from`."""
+    """Train the regressor: on the faces world (data None; recogniser and labels made here, the recogniser saved as
+    `WORLD_RECOGNIZER` in the run folder for `checkpoint_evrc`) or on `data` (a folder per identity) with the
+    pseudo-labels of `cfg.labels_file`, the trunk starting from `cfg.init_from`."""
     if data is None:
         made = world_pipeline(cfg, runtime)
+        if runtime.is_main:
+            save_recognizer(made["embedder"], Path(run_dir) / WORLD_RECOGNIZER)
         images, q = made["world"]["images"], made["pseudo"].float()
         source = TensorBatches([images, q], min(cfg.batch_size, len(q)), runtime, seed=cfg.train.seed,
                                drop_last=True)
