@@ -142,11 +142,10 @@ def train(
     recipe = method.recipe()
     extras.check(method.extras, f"training {slug}")
     from lowlabel.engine import rundir
-    from lowlabel.engine import runtime as rt
 
     summary, run = rundir.train_run(recipe, method.slug, out=out, data=data, resume=resume, force=force,
                                     config=config, overrides=set_ or [], device=device, threads=threads)
-    if rt.rank() == 0:
+    if run.main:  # train_run has left the process group, so rank() says 0 everywhere now
         console.print(f"run folder: {run.dir}")
         console.print_json(json.dumps(summary, default=str))
 

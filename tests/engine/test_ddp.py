@@ -52,3 +52,15 @@ def test_two_rank_ddp_matches_single_process_on_the_global_batch(tmp_path):
     # each rank's loss uses the gathered tensor; the gradient reaching rank r sums both ranks' contributions
     assert torch.equal(r0["tgrad"], 2 * torch.tensor([0.0, 1.0]))
     assert torch.equal(r1["tgrad"], 2 * torch.tensor([2.0, 3.0]))
+
+
+def test_lowlabel_train_under_torchrun_makes_one_run_folder_and_reports_once(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "-m", "lowlabel", "train", "completer", "--out", str(tmp_path),
+           "--set", "train.epochs=1", "--set", "eval.every_epochs=0", "--threads", "1", "--device", "cpu"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / "completer").iterdir()
+    assert (run / "summary.json").is_file() and (run / "assignments.csv").is_file()
+    assert done.stdout.count("run folder:") == 1, done.stdout  # rank 0 only, though both ranks finish training

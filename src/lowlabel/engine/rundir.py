@@ -50,12 +50,14 @@ def resume_dir(path: str | Path, slug: str) -> Path:
 
 @dataclass(frozen=True)
 class Run:
-    """An opened run folder: where it is, the data it trains on (None: the method's built-in world), and whether
-    training continues from its newest checkpoint."""
+    """An opened run folder: where it is, the data it trains on (None: the method's built-in world), whether
+    training continues from its newest checkpoint, and whether this process is the one that reports (rank 0; still
+    known after `train_run` has left the process group)."""
 
     dir: Path
     data: Path | None
     resumed: bool
+    main: bool = True
 
 
 def recorded_data(run_dir: Path, slug: str) -> tuple[bool, Path | None]:
@@ -107,7 +109,8 @@ def open_run(schema: type[T], slug: str, *, out: Path, data: Path | None = None,
     if check is not None:
         check(cfg)
     runtime = rt.init(device, seed=cfg.train.seed)  # type: ignore[attr-defined]
-    run = Run(run_path if run_path is not None else new_run_dir(out, slug), data, run_path is not None)
+    run = Run(run_path if run_path is not None else new_run_dir(out, slug), data, run_path is not None,
+              runtime.is_main)
     with removed_on_error(run):  # a full disk while recording leaves no half-made folder
         if runtime.is_main:
             _record(cfg, slug, run.dir, data, resumed=run.resumed)

@@ -64,8 +64,9 @@ def train(
     summary, run = rundir.train_run(recipe, "acr", out=out, data=data, resume=resume, force=force, config=config,
                                     overrides=set_ or [], options=options, device=device, threads=threads,
                                     check=recipe.check)
-    console.print(f"run folder: {run.dir}")
-    console.print_json(json.dumps({k: v for k, v in summary.items() if k != "config"}, default=str))
+    if run.main:
+        console.print(f"run folder: {run.dir}")
+        console.print_json(json.dumps({k: v for k, v in summary.items() if k != "config"}, default=str))
 
 
 def _run_config(run: Path) -> object:
