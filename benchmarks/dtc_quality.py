@@ -8,7 +8,7 @@ supervised loss on the labelled cases only, with paired seeds, each written to b
 
 Every run uses one torch thread. `la` starts `lowlabel dtc train` subprocesses, `--parallel` at a time (default 2),
 and skips a run whose folder already holds summary.json, so an interrupted sweep continues where it stopped.
-With no mode (as `make bench` calls it) the quick demo runs.
+With no mode the quick demo runs.
 """
 
 from __future__ import annotations
@@ -148,7 +148,6 @@ def run_demo(quick: bool, parallel: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", nargs="?", choices=("tune", "demo", "quick", "la"), default="quick")
-    parser.add_argument("--quick", action="store_true", help="what `make bench` passes: the quick demo")
     parser.add_argument("--parallel", type=int, default=2, help="processes at a time (1 thread each)")
     args = parser.parse_args()
     torch.set_num_threads(1)

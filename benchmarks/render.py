@@ -16,8 +16,8 @@ def fmt(value: object) -> str:
 
 def render() -> str:
     parts = ["# Benchmark results", "",
-             "Written by `make bench` (each script in benchmarks/ writes results/<name>.json; this file is rendered "
-             "from them). Numbers are what was measured on the machine named under each table.", ""]
+             "Rendered by `make bench` from benchmarks/results/*.json (each script in benchmarks/ writes "
+             "results/<name>.json). Numbers are what was measured on the machine named under each table.", ""]
     for path in sorted((HERE / "results").glob("*.json")):
         data = json.loads(path.read_text())
         rows = data.get("rows", [])
