@@ -181,7 +181,8 @@ def checkpoint_evrc(cfg: Config, *, checkpoint: Path, data: Path | None, recogni
     quality = embed(model, images).numpy()
     table = folder_pairs(labels, emb, quality, max_genuine=100_000, max_impostor=1_000_000, seed=0)
     evrc_report(table, out, fmr=fmr, fixed_threshold=False,
-                source={"checkpoint": str(checkpoint), "pairs": where, "recognizer": recognizer})
+                source={"checkpoint": str(checkpoint), "pairs": where, "recognizer": recognizer},
+                label=f"{checkpoint.stem} on the {where if data is None else Path(data).name + ' folder'}")
     return Path(out)
 
 

@@ -160,16 +160,16 @@ def folder_pairs(labels: np.ndarray, emb: np.ndarray, quality: np.ndarray, *, ma
 
 
 def evrc_report(table: dict[str, np.ndarray], out: Path, *, fmr: float, fixed_threshold: bool,
-                source: dict[str, object]) -> tuple[EVRC, dict[str, object]]:
-    """EVRC and AOC of a pair table (`folder_pairs` or `data.read_pairs`); writes the plot `out` and the curve, AOC
-    and pair counts to `out` with suffix .json."""
+                source: dict[str, object], label: str | None = None) -> tuple[EVRC, dict[str, object]]:
+    """EVRC and AOC of a pair table (`folder_pairs` or `data.read_pairs`); writes the plot `out` (the curve named
+    `label`, default the file's stem) and the curve, AOC and pair counts to `out` with suffix .json."""
     genuine = table["genuine"]
     if genuine.all() or not genuine.any():
         raise LowlabelError(f"{source}: need both genuine and impostor pairs; got {int(genuine.sum())} genuine of "
                             f"{len(genuine)}")
     curve = error_versus_reject(table["score"][genuine], table["score"][~genuine], table["quality"][genuine],
                                 table["quality"][~genuine], fmr=fmr, recompute_threshold=not fixed_threshold)
-    plot_evrc({Path(out).stem: curve}, out)
+    plot_evrc({label or Path(out).stem: curve}, out)
     summary = {"aoc": aoc(curve), "fmr": fmr, "recompute_threshold": not fixed_threshold,
                "genuine_pairs": int(genuine.sum()), "impostor_pairs": int((~genuine).sum()),
                "fractions": curve.fractions.tolist(), "fnmr": curve.fnmr.tolist(),
