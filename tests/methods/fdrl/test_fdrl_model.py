@@ -15,7 +15,11 @@ from lowlabel.methods.fdrl.model import (
     BranchLinear,
     FDRLHead,
     InterRelation,
+    MLPHead,
+    fdrl_head_size,
     intra_relation,
+    matched_mlp_width,
+    mlp_size,
     relation_weights,
 )
 
@@ -178,3 +182,33 @@ def test_state_dict_round_trip() -> None:
     x = torch.randn(3, 6)
     torch.testing.assert_close(other(x).logits, head(x).logits)
     torch.testing.assert_close(other.class_centres, head.class_centres)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_fdrl_head_size_is_the_spec_count_and_the_modules() -> None:
+    assert fdrl_head_size(512, 7) == 590_976 + 148_608 + 148_608 + 903 + 9 * 128 + 7 * 9  # spec, plus the centres
+    for p, c, m, d in [(128, 7, 9, 32), (5, 3, 2, 4)]:
+        assert fdrl_head_size(p, c, num_latent=m, latent_dim=d) == _count(FDRLHead(p, c, num_latent=m, latent_dim=d))
+
+
+@pytest.mark.parametrize(("p", "c", "hidden", "layers"), [(128, 7, 140, 3), (5, 3, 4, 1), (9, 2, 6, 2)])
+def test_mlp_head_is_a_relu_mlp_of_the_counted_size(p: int, c: int, hidden: int, layers: int) -> None:
+    head = MLPHead(p, c, hidden=hidden, layers=layers)
+    assert mlp_size(p, c, hidden, layers) == _count(head)
+    kinds = [type(m) for m in head.net]
+    assert kinds == [nn.Linear, nn.ReLU] * layers + [nn.Linear]
+    x = torch.randn(4, p)
+    out = head(x)
+    assert out.logits.shape == (4, c) and out.class_centres is None and torch.equal(out.feature, x)
+    with pytest.raises(LowlabelError, match="MLPHead"):
+        MLPHead(p, c, hidden=0)
+
+
+@pytest.mark.parametrize(("p", "c", "layers"), [(128, 7, 3), (512, 7, 3), (16, 3, 1)])
+def test_matched_mlp_width_is_the_closest_by_brute_force(p: int, c: int, layers: int) -> None:
+    target = fdrl_head_size(p, c, num_latent=9, latent_dim=32)
+    best = min(range(1, 5000), key=lambda h: abs(mlp_size(p, c, h, layers) - target))
+    assert matched_mlp_width(p, c, target, layers) == best

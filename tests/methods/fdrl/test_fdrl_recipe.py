@@ -63,13 +63,23 @@ def test_every_parameter_of_every_head_gets_a_gradient(head: str) -> None:
     model = recipe.build_model(cfg)
     losses = recipe.make_step_fn(cfg)(model, (world["images"], world["labels"]), 0)
     expected = {"fdrl": {"cls", "compactness", "balance", "distribution"}, "linear": {"cls"},
-                "centre": {"cls", "centre"}}[head]
+                "centre": {"cls", "centre"}, "mlp": {"cls"}}[head]
     assert set(losses) == expected and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    if head != "linear":
+    if head in ("fdrl", "centre"):
         assert model.head.class_centres.grad.abs().sum() > 0
+
+
+def test_mlp_baseline_matches_the_fdrl_head_in_size_and_depth() -> None:
+    heads = {head: recipe.build_model(recipe.Config(width=16, latent_dim=32, head=head)).head
+             for head in ("fdrl", "mlp")}
+    sizes = {head: sum(p.numel() for p in h.parameters()) for head, h in heads.items()}
+    assert abs(sizes["mlp"] - sizes["fdrl"]) < 0.01 * sizes["fdrl"]
+    assert sum(isinstance(m, torch.nn.Linear) for m in heads["mlp"].modules()) == 4  # three hidden + classifier
+    fixed = recipe.build_model(recipe.Config(width=4, head="mlp", mlp_hidden=10, mlp_layers=2)).head
+    assert [m.out_features for m in fixed.modules() if isinstance(m, torch.nn.Linear)] == [10, 10, 7]
 
 
 def test_epn_init_scale_shrinks_the_initial_logits() -> None:

@@ -44,7 +44,8 @@ def train(
     pretrained: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="'imagenet' (mobilenet_v2) or a torchvision-layout ResNet-18 .pth [config: pretrained, none].")] = None,
     head: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="fdrl, or a baseline: linear, centre [config: head, fdrl].")] = None,
+        help="fdrl, or a baseline: linear, centre (linear + centre loss), mlp (FDRL head's depth and size) "
+             "[config: head, fdrl].")] = None,
     epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Epochs; the lr milestones keep their shape [config: train.epochs, 40].")] = None,
     image_size: Annotated[Optional[int], typer.Option(  # noqa: UP045

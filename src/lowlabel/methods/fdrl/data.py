@@ -14,6 +14,7 @@ file-name prefix (`Training_`, `PublicTest_`, `PrivateTest_`), checked by `read_
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from lowlabel.data.io import list_images, read_image
 from lowlabel.data.synth.faces import EXPRESSIONS, FacesConfig, FacesDataset
 from lowlabel.errors import LowlabelError
+from lowlabel.files import read_text
 
 RAF_CLASSES: tuple[str, ...] = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 RAF_LIST_NAMES: tuple[str, ...] = ("list_patition_label.txt", "list_partition_label.txt")
@@ -84,7 +86,7 @@ def read_raf_basic(root: str | Path, split: str = "train") -> ExpressionSet:
         raise LowlabelError(f"{root}: RAF-DB folder not found; give the folder holding EmoLabel/ and Image/")
     list_file = _raf_list(root)
     paths, labels, lines = [], [], []
-    for n, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for n, line in enumerate(read_text(list_file, "RAF-DB list file").splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
@@ -114,15 +116,18 @@ def read_csv_labels(path: str | Path, *, classes: Sequence[str] | None = None) -
     if not path.is_file():
         raise LowlabelError(f"{path}: label CSV not found; write one 'image path,label' row per image")
     rows: list[tuple[int, str, str]] = []
-    with open(path, newline="") as fh:
-        for n, row in enumerate(csv.reader(fh), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise LowlabelError(f"{path}: line {n} is {row}; expected two columns 'image path,label'")
-            if n == 1 and [c.strip().lower() for c in row] == ["path", "label"]:
-                continue
-            rows.append((n, row[0].strip(), row[1].strip()))
+    try:
+        table = list(csv.reader(io.StringIO(read_text(path, "label CSV"), newline="")))
+    except csv.Error as err:
+        raise LowlabelError(f"{path}: not a readable CSV ({err}); write one 'image path,label' row per image") from None
+    for n, row in enumerate(table, start=1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise LowlabelError(f"{path}: line {n} is {row}; expected two columns 'image path,label'")
+        if n == 1 and [c.strip().lower() for c in row] == ["path", "label"]:
+            continue
+        rows.append((n, row[0].strip(), row[1].strip()))
     if not rows:
         raise LowlabelError(f"{path}: no 'image path,label' row in the file")
     names = [r[2] for r in rows]

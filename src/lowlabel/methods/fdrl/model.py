@@ -8,7 +8,8 @@ Notation: N images, P backbone feature size, M latent features (branches), D lat
   unofficial code uses δ g_ij: `skip="message"`). The paper does not pin ω: `relation_weights` names the choices.
 - EPN: logits = W_p Σ_j y_ij + b_p.
 `LinearHead` is the baselines' head (a plain linear classifier, optionally with the class centres of a centre loss);
-`FDRL` puts either head on a backbone. Heads return their loss centres with their outputs, so a training step
+`MLPHead` the capacity control (a ReLU MLP of the FDRL head's depth and parameter count, `matched_mlp_width`);
+`FDRL` puts any of them on a backbone. Heads return their loss centres with their outputs, so a training step
 reaches every parameter through the model's forward (as DistributedDataParallel needs).
 Every per-branch layer is one batched (M, out, in) weight in torch Linear layout, so branch j of this module holds
 the same numbers as an `nn.Linear` of the unofficial per-branch code would.
@@ -25,6 +26,7 @@ from torch import nn
 
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.fdrl.losses import normalise_weights
+from lowlabel.nn.heads import mlp
 
 RELATIONS: tuple[str, ...] = ("tanh_distance", "tanh_cosine")
 SKIPS: tuple[str, ...] = ("intra", "message")
@@ -230,14 +232,54 @@ class LinearHead(nn.Module):
         return LinearOutput(self.fc(x), x, self.class_centres)
 
 
+def fdrl_head_size(in_features: int, num_classes: int, *, num_latent: int = 9, latent_dim: int = 128) -> int:
+    """Number of parameters of an `FDRLHead` (loss centres included): FDN M(PD + D), Intra-RM and Inter-RM
+    M(D² + D) each, EPN DC + C, centres MD + CM (spec "Architecture", parameter count)."""
+    m, d = num_latent, latent_dim
+    return m * (in_features * d + d) + 2 * m * (d * d + d) + d * num_classes + num_classes + m * d + num_classes * m
+
+
+def mlp_size(in_features: int, num_classes: int, hidden: int, layers: int) -> int:
+    """Number of parameters of an `MLPHead`: `layers` hidden Linear layers of width `hidden`, then the classifier."""
+    return in_features * hidden + hidden + (layers - 1) * (hidden * hidden + hidden) + hidden * num_classes \
+        + num_classes
+
+
+def matched_mlp_width(in_features: int, num_classes: int, target: int, layers: int) -> int:
+    """The hidden width whose `MLPHead` of `layers` hidden layers has the parameter count closest to `target`."""
+    hidden = 1
+    while mlp_size(in_features, num_classes, hidden + 1, layers) <= target:
+        hidden += 1
+    above = mlp_size(in_features, num_classes, hidden + 1, layers)
+    return hidden + 1 if above - target < target - mlp_size(in_features, num_classes, hidden, layers) else hidden
+
+
+class MLPHead(nn.Module):
+    """The capacity control for FDRL's head on a pooled feature x (N, P): `layers` hidden Linear + ReLU layers of
+    width `hidden`, then a linear classifier. FDRL's head has three hidden layers per branch (FDN, the Intra-RM gate,
+    the Inter-RM message) and no normalisation; the demo gives this head three hidden layers, no normalisation, and
+    the FDRL head's parameter count (`matched_mlp_width`), so the comparison separates the decomposition from depth
+    and size."""
+
+    def __init__(self, in_features: int, num_classes: int, *, hidden: int, layers: int = 3) -> None:
+        super().__init__()
+        if min(in_features, num_classes, hidden, layers) < 1:
+            raise LowlabelError(f"MLPHead sizes must be positive: in_features={in_features}, num_classes="
+                                f"{num_classes}, hidden={hidden}, layers={layers}")
+        self.net = mlp([in_features, *[hidden] * layers, num_classes], norm=None, act="relu")
+
+    def forward(self, x: torch.Tensor) -> LinearOutput:
+        return LinearOutput(self.net(x), x)
+
+
 class FDRL(nn.Module):
-    """A backbone followed by the FDRL head (or a baseline's `LinearHead`): images -> the head's output.
+    """A backbone followed by the FDRL head (or a baseline's `LinearHead` / `MLPHead`): images -> the head's output.
 
     `backbone` maps images to a pooled (N, P) feature, or to a (N, P, H, W) map, which is globally average-pooled
     (as the paper's ResNet-18 conv stages + GAP). An `nn.Identity` backbone takes precomputed features (N, P).
     """
 
-    def __init__(self, backbone: nn.Module, head: FDRLHead | LinearHead) -> None:
+    def __init__(self, backbone: nn.Module, head: FDRLHead | LinearHead | MLPHead) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
 

@@ -20,16 +20,24 @@ from torch import nn
 from lowlabel.engine.batches import TensorBatches
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
-from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer, unwrap
 from lowlabel.errors import LowlabelError
 from lowlabel.files import write_json
 from lowlabel.methods.fdrl import data as fdata
 from lowlabel.methods.fdrl import losses
-from lowlabel.methods.fdrl.model import FDRL, FDRLHead, FDRLOutput, LinearHead
+from lowlabel.methods.fdrl.model import (
+    FDRL,
+    FDRLHead,
+    FDRLOutput,
+    LinearHead,
+    MLPHead,
+    fdrl_head_size,
+    matched_mlp_width,
+)
 
 BACKBONES: tuple[str, ...] = ("resnet18", "mobilenet_v2", "dlib")
-HEADS: tuple[str, ...] = ("fdrl", "linear", "centre")
+HEADS: tuple[str, ...] = ("fdrl", "linear", "centre", "mlp")
 OFFICIAL_EPOCHS = 40
 DLIB_DIM = 128
 
@@ -56,7 +64,7 @@ class Config:
     pretrained: str = ""  # "" (random init) | "imagenet" (mobilenet_v2) | a torchvision-layout .pth (resnet18)
     width: int = 64  # ResNet-18 base width (64 = the standard network)
     image_size: int = 224
-    head: str = "fdrl"  # fdrl | linear (baseline) | centre (baseline: linear head + centre loss)
+    head: str = "fdrl"  # fdrl | linear (baseline) | centre (baseline: linear head + centre loss) | mlp (baseline)
     num_classes: int = 7  # set from the data by training
     classes: list[str] = field(default_factory=list)  # class names, set from the data by training
     num_latent: int = 9  # M
@@ -70,6 +78,8 @@ class Config:
     lambda_d: float = 1e-4  # λ3, distribution
     balance: str = "normalised"  # normalised | raw (the literal L_B on α; collapses with λ2 = 1)
     lambda_centre: float = 1e-3  # the centre baseline's weight
+    mlp_layers: int = 3  # the MLP baseline's hidden layers (FDRL's head: FDN, Intra-RM gate, Inter-RM message)
+    mlp_hidden: int = 0  # the MLP baseline's hidden width; 0: the FDRL head's parameter count (`matched_mlp_width`)
     batch_size: int = 64
     flip: bool = True  # random horizontal flip (the paper's only augmentation)
     train_per_class: int = 0  # >0: a fixed subset of this many training images per class (subset_seed)
@@ -108,8 +118,9 @@ def check_config(cfg: Config) -> None:
     if cfg.pretrained == "imagenet" and cfg.backbone != "mobilenet_v2":
         raise LowlabelError("pretrained='imagenet' exists for backbone=mobilenet_v2 only; for resnet18 give a "
                             "torchvision-layout checkpoint file (e.g. resnet18_msceleb.pth)")
-    if min(cfg.batch_size, cfg.image_size, cfg.num_classes, cfg.eval_batch) < 1:
-        raise LowlabelError("batch_size, image_size, num_classes and eval_batch must be positive")
+    if min(cfg.batch_size, cfg.image_size, cfg.num_classes, cfg.eval_batch, cfg.mlp_layers) < 1 or cfg.mlp_hidden < 0:
+        raise LowlabelError("batch_size, image_size, num_classes, eval_batch and mlp_layers must be positive, "
+                            "mlp_hidden at least 0")
 
 
 def _load_torchvision_resnet(model: nn.Module, path: Path) -> None:
@@ -123,11 +134,16 @@ def _load_torchvision_resnet(model: nn.Module, path: Path) -> None:
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise LowlabelError(f"{path}: not a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise LowlabelError(f"{path} does not fit ResNet-18 (width {getattr(model, 'inplanes', '?')}): missing "
-                            f"{result.missing_keys[:4]}, unexpected {result.unexpected_keys[:4]}")
+    state = {str(k).removeprefix("module."): v for k, v in state.items()
+             if not str(k).removeprefix("module.").startswith("fc.")}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshapen = [k for k in expected if k in state and getattr(state[k], "shape", None) != expected[k].shape]
+    if missing or unexpected or misshapen:
+        raise LowlabelError(f"{path} does not fit this ResNet-18 (width {expected['conv1.weight'].shape[0]}): missing "
+                            f"{missing[:4]}, unexpected {unexpected[:4]}, other shapes {misshapen[:4]}")
+    model.load_state_dict(state)
 
 
 def build_backbone(cfg: Config) -> tuple[nn.Module, int]:
@@ -152,13 +168,18 @@ def build_backbone(cfg: Config) -> tuple[nn.Module, int]:
 
 
 def build_model(cfg: Config) -> FDRL:
-    """Backbone + the head of `cfg` (FDRL head, or a baseline's linear head with or without centres)."""
+    """Backbone + the head of `cfg` (FDRL head, or a baseline's: linear with or without centres, or the MLP)."""
     check_config(cfg)
     backbone, dim = build_backbone(cfg)
     if cfg.head == "fdrl":
         head: nn.Module = FDRLHead(dim, cfg.num_classes, num_latent=cfg.num_latent, latent_dim=cfg.latent_dim,
                                    relation=cfg.relation, delta=cfg.delta, skip=cfg.skip,
                                    epn_init_scale=cfg.epn_init_scale)
+    elif cfg.head == "mlp":
+        hidden = cfg.mlp_hidden or matched_mlp_width(
+            dim, cfg.num_classes, fdrl_head_size(dim, cfg.num_classes, num_latent=cfg.num_latent,
+                                                 latent_dim=cfg.latent_dim), cfg.mlp_layers)
+        head = MLPHead(dim, cfg.num_classes, hidden=hidden, layers=cfg.mlp_layers)
     else:
         head = LinearHead(dim, cfg.num_classes, centres=cfg.head == "centre")
     return FDRL(backbone, head)
@@ -310,15 +331,16 @@ def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runti
 
     check_config(cfg)
     train_split = train_split if train_split is not None else load_split(cfg, data, "train")
+    test = test if test is not None else load_split(cfg, data, "test")  # a broken test set fails before training
     cfg = dataclasses.replace(cfg, num_classes=len(train_split.classes), classes=list(train_split.classes))
     if runtime.is_main:
         save_config(cfg, Path(run_dir) / "config.yaml")
-    model = build_model(cfg)
+    with seeded(cfg.train.seed):  # the same head initialisation whatever ran before in this process
+        model = build_model(cfg)
     batches = TensorBatches([train_split.inputs, train_split.labels], cfg.batch_size, runtime, seed=cfg.train.seed,
                             drop_last=True)
     trainer = Trainer(model, make_step_fn(cfg), config=cfg.train, optim=cfg.optim, runtime=runtime, run_dir=run_dir)
     summary = trainer.fit(batches, resume=resume)
-    test = test if test is not None else load_split(cfg, data, "test")
     result = scores(unwrap(trainer.model), test, cfg.eval_batch)
     summary.update({"n_train": len(train_split.labels), "n_test": len(test.labels), "test": result})
     if runtime.is_main:
