@@ -51,7 +51,7 @@ def test_train_without_an_extra_says_which_to_install():
         ("from lowlabel.data.io import read_h5_volume; read_h5_volume('x.h5')", "medical"),
         ("from lowlabel.data.io import read_nifti; read_nifti('x.nii.gz')", "medical"),
         ("from lowlabel.methods.sg_retrieval.index import GraphIndex; GraphIndex('.')", "graph"),
-        ("from lowlabel.methods.sdd_fiqa.extractors import DlibExtractor; DlibExtractor()", "face"),
+        ("from lowlabel.data.face_embedding import DlibEmbedder; DlibEmbedder()", "face"),
     ],
 )
 def test_library_calls_name_the_missing_extra(call, extra):

@@ -1,5 +1,5 @@
-"""SDD-FIQA readers (folder per identity, label files, precomputed embeddings), extractors, the embedding cache,
-verification pairs built from identity folders, and the `fiqa` commands in-process."""
+"""SDD-FIQA readers (folder per identity, label files, precomputed embeddings), extractors, verification pairs built
+from identity folders, and the `fiqa` commands in-process."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lowlabel.data.face_embedding import embed_files
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.sdd_fiqa import evaluation
 from lowlabel.methods.sdd_fiqa.data import (
@@ -18,7 +19,7 @@ from lowlabel.methods.sdd_fiqa.data import (
     read_scores,
     write_labels,
 )
-from lowlabel.methods.sdd_fiqa.extractors import TorchScriptExtractor, embed_files
+from lowlabel.methods.sdd_fiqa.extractors import TorchScriptExtractor
 from lowlabel_cli import run_here
 
 
@@ -34,20 +35,6 @@ def test_reader_orders_identities_and_names_a_corrupt_file(folder, mean_std_scri
     (root / "loose.png").write_bytes((root / "member 00" / "frame_0.png").read_bytes())
     with pytest.raises(LowlabelError, match=r"loose\.png"):
         read_identity_folders(root)
-
-
-def test_embedding_cache_is_keyed_by_files_and_survives_damage(folder, mean_std_script, tmp_path) -> None:
-    paths = read_identity_folders(folder(2, 3)).paths
-    extractor = TorchScriptExtractor(mean_std_script, size=16)
-    first = embed_files(extractor, paths, cache_dir=tmp_path / "cache")
-    (entry,) = (tmp_path / "cache").glob("*.npz")
-    assert first.shape == (6, 6)
-    np.testing.assert_array_equal(embed_files(extractor, paths, cache_dir=tmp_path / "cache"), first)
-    entry.write_bytes(b"PK\x03\x04 truncated")  # a damaged entry is recomputed, not an error
-    np.testing.assert_array_equal(embed_files(extractor, paths, cache_dir=tmp_path / "cache"), first)
-    embed_files(extractor, paths[:4], cache_dir=tmp_path / "cache")
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
-    assert not [p for p in (tmp_path / "cache").iterdir() if ".tmp" in p.name]
 
 
 def test_labels_roundtrip_and_official_format(tmp_path) -> None:
@@ -153,18 +140,6 @@ def test_cli_label_evrc_and_errors(folder, mean_std_script, tmp_path) -> None:
                          0.01)
     assert code == 0, out
     assert "AOC" in out and (tmp_path / "e.png").is_file() and (tmp_path / "e.json").is_file()
-
-
-def test_dlib_extractor_on_a_synthetic_face() -> None:
-    pytest.importorskip("dlib")
-    pytest.importorskip("face_recognition_models")
-    from lowlabel.data.synth.faces import FacesConfig, FacesDataset
-    from lowlabel.methods.sdd_fiqa.extractors import DlibExtractor
-
-    img = FacesDataset(1, 1, cfg=FacesConfig(size=112, clean_fraction=1.0)).sample(0).image
-    emb = DlibExtractor().embed([img, img[:, ::-1]])
-    assert emb.shape == (2, 128) and np.isfinite(emb).all()
-    assert np.linalg.norm(emb[0] - emb[1]) < 0.6  # a face and its mirror image: same person for dlib
 
 
 def test_cli_train_then_score(folder, mean_std_script, tmp_path) -> None:

@@ -4,7 +4,6 @@ FDRL expects aligned face crops (RAF-DB ships 100×100 aligned faces). For a fol
 finds the largest face with dlib's offline HOG frontal-face detector, fits the 5-point landmark model that SDD-FIQA's
 dlib recogniser uses (`face_recognition_models`), and cuts a rotation-normalised square chip with
 `dlib.get_face_chip`. `align_files` does this once per file and caches the crops, so training reads the cache.
-`DlibEmbedder` / `embed_files`: the frozen dlib face-recognition embedding (128-d) of face crops, cached.
 """
 
 from __future__ import annotations
@@ -96,58 +95,7 @@ def align_files(paths: Sequence[Path], cache_dir: str | Path, *, aligner: FaceAl
                 if on_missing == "keep":
                     chip = np.asarray(Image.fromarray(image).resize((aligner.size, aligner.size), Image.BILINEAR))
             if chip is not None:
-                tmp = target.with_name(f".tmp-{target.name}")
-                Image.fromarray(chip).save(tmp, format="PNG")
-                tmp.replace(target)
+                with atomic_path(target) as tmp:
+                    Image.fromarray(chip).save(tmp, format="PNG")
         out.append(target if target.is_file() else None)
-    return out
-
-
-class DlibEmbedder:
-    """dlib's ResNet face descriptor (128-d, face-recognition pretrained) of face crops, after its 5-point alignment.
-
-    uint8 RGB crops (H, W, 3) -> (N, 128) float32. The landmarks are searched in the whole crop (no detector: the
-    inputs are face crops, as FER2013's 48×48 faces or RAF-DB's aligned ones). The same recogniser as SDD-FIQA's
-    `DlibExtractor`; a minimal copy here because a method does not import another (it belongs in a shared module).
-    """
-
-    name = "dlib_resnet_v1"
-
-    def __init__(self) -> None:
-        dlib = require("dlib", "face", "the dlib face embedding")
-        frm = require("face_recognition_models", "face", "the dlib face embedding")
-        self._dlib = dlib
-        self._landmarks = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
-
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        out = np.zeros((len(images), 128), np.float32)
-        for i, img in enumerate(images):  # dlib's API is per image
-            img = np.ascontiguousarray(img, dtype=np.uint8)
-            box = self._dlib.rectangle(0, 0, img.shape[1] - 1, img.shape[0] - 1)
-            out[i] = np.asarray(self._net.compute_face_descriptor(img, self._landmarks(img, box)), np.float32)
-        return out
-
-
-def embedding_cache(paths: Sequence[Path], cache_dir: str | Path, name: str = DlibEmbedder.name) -> Path:
-    """The cache file of the embeddings of `paths`: keyed by the embedder's name and each file's path, size and
-    modification time."""
-    h = hashlib.sha1(name.encode())
-    for p in paths:
-        st = Path(p).stat()
-        h.update(f"\n{Path(p).resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode())
-    return Path(cache_dir) / f"dlib-embeddings-{h.hexdigest()}.npz"
-
-
-def embed_files(paths: Sequence[Path], cache_dir: str | Path, *, embedder: DlibEmbedder | None = None) -> np.ndarray:
-    """dlib embeddings (N, 128) float32 of image files, computed once and cached as one `.npz` in `cache_dir`, keyed
-    by the embedder and each file's path, size and modification time (an edited file is embedded again)."""
-    embedder = embedder or DlibEmbedder()
-    cache = embedding_cache(paths, cache_dir, embedder.name)
-    if cache.is_file():
-        return np.load(cache)["embeddings"]
-    out = np.concatenate([embedder.embed([read_image(p) for p in paths[b : b + 256]])
-                          for b in range(0, len(paths), 256)]) if len(paths) else np.zeros((0, 128), np.float32)
-    with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, embeddings=out)
     return out

@@ -199,7 +199,7 @@ def load_split(cfg: Config, data: Path | None, split: str) -> Split:
                                   size=w.size, intensity_range=w.intensity_range, degraded=w.degraded)
         inputs, labels, classes = world["images"], world["labels"], tuple(world["classes"])
         if cfg.backbone == "dlib":
-            from lowlabel.methods.fdrl.align import DlibEmbedder
+            from lowlabel.data.face_embedding import DlibEmbedder
 
             u8 = inputs.permute(0, 2, 3, 1).numpy()
             inputs = torch.from_numpy(DlibEmbedder().embed(list(u8)))
@@ -217,9 +217,9 @@ def load_split(cfg: Config, data: Path | None, split: str) -> Split:
                                   on_missing="keep")
             paths = [p for p in aligned if p is not None]
         if cfg.backbone == "dlib":
-            from lowlabel.methods.fdrl.align import embed_files
+            from lowlabel.data.face_embedding import DlibEmbedder, embed_files
 
-            inputs = torch.from_numpy(embed_files(paths, _cache_dir(cfg)))
+            inputs = torch.from_numpy(embed_files(DlibEmbedder(), paths, cache_dir=_cache_dir(cfg)))
         else:
             inputs = fdata.load_image_bytes(paths, cfg.image_size)
         labels = torch.from_numpy(np.asarray(labels_np, np.int64))
@@ -239,9 +239,9 @@ def predict_files(cfg: Config, model: nn.Module, paths: list[Path]) -> tuple[tor
                                         aligner=FaceAligner(size=max(cfg.image_size, 150)), on_missing="keep")
                  if p is not None]
     if cfg.backbone == "dlib":
-        from lowlabel.methods.fdrl.align import embed_files
+        from lowlabel.data.face_embedding import DlibEmbedder, embed_files
 
-        inputs = torch.from_numpy(embed_files(paths, _cache_dir(cfg)))
+        inputs = torch.from_numpy(embed_files(DlibEmbedder(), paths, cache_dir=_cache_dir(cfg)))
     else:
         inputs = fdata.load_image_bytes(paths, cfg.image_size)
     logits, weights = predict(model, inputs, cfg.eval_batch)

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lowlabel.data.face_embedding import embed_files
 from lowlabel.data.io import list_images, read_image
 from lowlabel.errors import LowlabelError
 from lowlabel.files import write_bytes
-from lowlabel.methods.sdd_fiqa.extractors import embed_files, make_extractor, to_model_input
+from lowlabel.methods.sdd_fiqa.extractors import make_extractor, to_model_input
 
 
 @dataclass(frozen=True)

@@ -1,42 +1,24 @@
-"""Face embedding extractors behind one interface, and an embedding cache.
-
-An extractor maps a list of uint8 RGB images (H, W, 3) to an (N, D) float32 array. Three kinds:
+"""The face recognisers SDD-FIQA labels with, behind `lowlabel.data.face_embedding.Extractor` (uint8 RGB images
+(H, W, 3) -> (N, D) float32; `face_embedding.embed_files` embeds files with a cache). Three kinds (`make_extractor`):
 - `BuiltinExtractor`: the small recogniser trained on the faces world (`recipe.train_recognizer`);
-- `DlibExtractor`: dlib's ResNet face recogniser (128-d) with its 5-point landmark alignment, from the optional
-  `[face]` extra (`dlib-bin`, `face-recognition-models`), imported only when used. The images are taken to be face
-  crops: the landmarks are searched in the whole image (no face detector), as for aligned datasets like CASIA/MS1M;
+- `face_embedding.DlibEmbedder`: dlib's ResNet face recogniser (128-d) on face crops, from the `[face]` extra;
 - `TorchScriptExtractor`: any TorchScript module taking (B, 3, S, S) in [-1, 1] (the official `extract_feats.py`
   preprocessing: Resize(S) + Normalize(0.5, 0.5)) and returning (B, D).
 """
 
 from __future__ import annotations
 
-import hashlib
-import sys
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lowlabel.data.io import read_image
+from lowlabel.data.face_embedding import DlibEmbedder, Extractor
 from lowlabel.engine import batches
 from lowlabel.errors import LowlabelError
-from lowlabel.extras import require
 from lowlabel.files import atomic_path
-
-
-class Extractor(Protocol):
-    """What the labelling pipeline needs from a face recogniser."""
-
-    name: str
-
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """uint8 RGB images (H, W, 3) -> (N, D) float32 embeddings."""
-        ...
 
 
 def to_model_input(images: Sequence[np.ndarray], size: int, device: torch.device) -> torch.Tensor:
@@ -83,34 +65,12 @@ def TorchScriptExtractor(path: str | Path, *, size: int = 112, device: torch.dev
     return ModuleExtractor(module, size=size, name=f"torchscript:{path.resolve()}", device=device)
 
 
-class DlibExtractor:
-    """dlib ResNet face descriptor (128-d) after 5-point alignment; needs `pip install lowlabel[face]`."""
-
-    name = "dlib_resnet_v1"
-
-    def __init__(self) -> None:
-        dlib = require("dlib", "face", "the dlib recogniser")
-        frm = require("face_recognition_models", "face", "the dlib recogniser")
-        self._dlib = dlib
-        self._landmarks = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
-
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        out = np.zeros((len(images), 128), np.float32)
-        for i, img in enumerate(images):  # dlib's API is per image; this is not a torch hot path
-            img = np.ascontiguousarray(img)
-            box = self._dlib.rectangle(0, 0, img.shape[1] - 1, img.shape[0] - 1)
-            shape = self._landmarks(img, box)
-            out[i] = np.asarray(self._net.compute_face_descriptor(img, shape), np.float32)
-        return out
-
-
 def make_extractor(spec: str, *, builtin: torch.nn.Module | None = None, size: int = 112,
                    device: torch.device | None = None) -> Extractor:
     """'dlib', 'builtin' (needs the `builtin` embedder) or a TorchScript file path."""
     device = device or torch.device("cpu")
     if spec == "dlib":
-        return DlibExtractor()
+        return DlibEmbedder()
     if spec == "builtin":
         if builtin is None:
             raise LowlabelError("'builtin' is the faces-world recogniser of the Python API; for your data train it "
@@ -118,51 +78,6 @@ def make_extractor(spec: str, *, builtin: torch.nn.Module | None = None, size: i
                                 "--recognizer recognizer.pt")
         return BuiltinExtractor(builtin, size=size, device=device)
     return TorchScriptExtractor(spec, size=size, device=device)
-
-
-def cache_key(extractor: Extractor, paths: Sequence[Path]) -> str:
-    """sha1 of the extractor name and each file's path, size and modification time."""
-    h = hashlib.sha1(extractor.name.encode())
-    for p in paths:
-        st = Path(p).stat()
-        h.update(f"\n{Path(p).resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
-
-
-def embed_files(extractor: Extractor, paths: Sequence[Path], *, cache_dir: Path | None = None,
-                batch_size: int = 256) -> np.ndarray:
-    """Embeddings (N, D) float32 of image files, read with `read_image` (errors name the file), cached as
-    `cache_dir/embeddings-<key>.npz` keyed by the file list (see `cache_key`)."""
-    cache = None
-    if cache_dir is not None:
-        cache = Path(cache_dir) / f"embeddings-{cache_key(extractor, paths)}.npz"
-        if cache.is_file():
-            try:
-                with np.load(cache, allow_pickle=False) as stored:
-                    return stored["embeddings"]
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a damaged entry is recomputed
-                pass
-    parts = []
-    progress = None
-    if sys.stdout.isatty():
-        from rich.progress import Progress
-
-        progress = Progress()
-        progress.start()
-        task = progress.add_task("embedding", total=len(paths))
-    try:
-        for b in range(0, len(paths), batch_size):
-            parts.append(extractor.embed([read_image(p) for p in paths[b : b + batch_size]]))
-            if progress is not None:
-                progress.update(task, advance=len(parts[-1]))
-    finally:
-        if progress is not None:
-            progress.stop()
-    emb = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
-    if cache is not None:
-        with atomic_path(cache) as tmp:
-            np.savez(tmp, embeddings=emb)
-    return emb
 
 
 def save_recognizer(embedder: torch.nn.Module, path: str | Path) -> Path:
