@@ -74,10 +74,11 @@ def train(
     summary, run = rundir.train_run(recipe, "fdrl", out=out, data=data, resume=resume, force=force, config=config,
                                     overrides=set_ or [], options=options, device=device, threads=threads,
                                     check=recipe.check_config)
-    console.print(f"run folder: {run.dir}")
-    shown = {k: v for k, v in summary.items() if k != "test"}
-    shown["test"] = {k: summary["test"][k] for k in ("accuracy", "balanced_accuracy")}
-    console.print_json(json.dumps(shown, default=str))
+    if run.main:
+        console.print(f"run folder: {run.dir}")
+        shown = {k: v for k, v in summary.items() if k != "test"}
+        shown["test"] = {k: summary["test"][k] for k in ("accuracy", "balanced_accuracy")}
+        console.print_json(json.dumps(shown, default=str))
 
 
 @app.command("eval")
