@@ -170,10 +170,13 @@ class ImagePairConfig:
     n_waves: int = 10  # sinusoids per plane texture
     baseline: tuple[float, float] = (0.15, 0.5)  # distance between the camera centres
     max_angle: float = 10.0  # relative rotation angle bound
+    # dots on every plane (blob-like keypoints for SIFT): cell side as a share of the plane's distance; 0 = none
+    dot_cell: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.height < 8 or self.width < 8 or self.focal <= 0 or self.n_waves < 1:
-            raise LowlabelError(f"ImagePairConfig {self}: need height, width >= 8, focal > 0, n_waves >= 1")
+        if self.height < 8 or self.width < 8 or self.focal <= 0 or self.n_waves < 1 or self.dot_cell < 0:
+            raise LowlabelError(f"ImagePairConfig {self}: need height, width >= 8, focal > 0, n_waves >= 1, "
+                                "dot_cell >= 0")
 
 
 @dataclass
@@ -213,7 +216,9 @@ class ImagePair:
 class _Planes:
     """Planar patches in camera-1 coordinates: origin o, in-plane axes e1, e2, normal n (P, 3 each), half sizes
     (P, 2) (inf for the room), texture: base colour (P, 3), wave vectors (P, k, 2) per metre, phases (P, k),
-    colour amplitudes (P, k, 3), shade (P,)."""
+    colour amplitudes (P, k, 3), shade (P,); dots: cell side (P,) in metres and a table (P, G, G, 6) per cell
+    (mod G) of disc centre in the cell (2, in [0, 1]), radius (cell units) and colour offset (3: a dark or
+    bright grey step plus a tint), or None."""
 
     o: np.ndarray
     e1: np.ndarray
@@ -224,15 +229,21 @@ class _Planes:
     phases: np.ndarray
     amps: np.ndarray
     shade: np.ndarray
+    dot_cell: np.ndarray | None = None
+    dots: np.ndarray | None = None
 
     @property
     def n(self) -> np.ndarray:
         return np.cross(self.e1, self.e2)
 
 
+DOT_TABLE = 61  # dot parameters repeat every 61 cells along each in-plane axis
+
+
 def _room(rng: np.random.Generator, cfg: ImagePairConfig) -> _Planes:
     """A box room around camera 1 plus floating boards; each plane gets a sum-of-sinusoids texture whose
-    wavelengths (0.06 to 0.3 times its distance to camera 1; the back wall's for the room) span several pixels."""
+    wavelengths (0.06 to 0.3 times its distance to camera 1; the back wall's for the room) span several pixels;
+    with cfg.dot_cell > 0, discs on a grid of cells dot_cell times that distance are added."""
     floor_y, ceil_y = rng.uniform(1.2, 1.6), -rng.uniform(1.2, 1.8)
     left, right, back = -rng.uniform(2.0, 3.0), rng.uniform(2.0, 3.0), rng.uniform(5.0, 7.0)
     ex, ey, ez = np.eye(3)
@@ -261,8 +272,28 @@ def _room(rng: np.random.Generator, cfg: ImagePairConfig) -> _Planes:
     amps = rng.uniform(-1, 1, size=(p, k, 3))
     amps *= 70 / np.abs(amps).sum(axis=1, keepdims=True)  # |texture - base| <= 70 per channel
     light = np.array([0.3, -0.8, -0.5]) / np.linalg.norm([0.3, -0.8, -0.5])
-    return _Planes(o, e1, e2, np.array(half, float), rng.uniform(75, 180, size=(p, 3)), waves,
-                   rng.uniform(0, 2 * np.pi, size=(p, k)), amps, 0.7 + 0.3 * np.abs(normal @ light))
+    planes = _Planes(o, e1, e2, np.array(half, float), rng.uniform(75, 180, size=(p, 3)), waves,
+                     rng.uniform(0, 2 * np.pi, size=(p, k)), amps, 0.7 + 0.3 * np.abs(normal @ light))
+    if cfg.dot_cell > 0:  # drawn last, so a world without dots keeps its bytes
+        g = DOT_TABLE
+        planes.dot_cell = cfg.dot_cell * dist
+        brightness = rng.choice([-1.0, 1.0], size=(p, g, g, 1)) * rng.uniform(60, 110, size=(p, g, g, 1))
+        planes.dots = np.concatenate([rng.uniform(0.1, 0.9, size=(p, g, g, 2)),
+                                      rng.uniform(0.1, 0.4, size=(p, g, g, 1)),
+                                      brightness + rng.uniform(-30, 30, size=(p, g, g, 3))], axis=-1)
+    return planes
+
+
+def _dot_colour(planes: _Planes, pid: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Colour offset (N, 3) of the dots at in-plane points uv (N, 2) of planes pid (N,): each cell of side
+    dot_cell holds one disc (table entry of the cell index mod DOT_TABLE); zero outside the discs."""
+    cell = planes.dot_cell[pid, None]
+    scaled = np.nan_to_num(uv / cell, posinf=0.0, neginf=0.0)
+    index = np.floor(scaled)
+    g = index.astype(np.int64) % DOT_TABLE
+    dot = planes.dots[pid, g[:, 0], g[:, 1]]  # (N, 6)
+    inside = np.linalg.norm(scaled - index - dot[:, :2], axis=1) < dot[:, 2]
+    return dot[:, 3:] * inside[:, None]
 
 
 def _render(planes: _Planes, K: np.ndarray, R: np.ndarray, t: np.ndarray, h: int, w: int):
@@ -294,6 +325,8 @@ def _render(planes: _Planes, K: np.ndarray, R: np.ndarray, t: np.ndarray, h: int
     uv = np.stack([u[pid, idx], v[pid, idx]], axis=1)  # (HW, 2)
     phase = np.einsum("nkd,nd->nk", planes.waves[pid], uv) * 2 * np.pi + planes.phases[pid]
     colour = planes.base[pid] + np.einsum("nkc,nk->nc", planes.amps[pid], np.cos(phase))
+    if planes.dots is not None:
+        colour = colour + _dot_colour(planes, pid, uv)
     img = np.clip(np.rint(colour * planes.shade[pid, None]), 0, 255).astype(np.uint8)
     return img.reshape(h, w, 3), depth.reshape(h, w).astype(np.float32), pid.reshape(h, w).astype(np.int16)
 

@@ -57,6 +57,8 @@ def train(
     options = {"meta_iters": rounds, "train.max_steps": iterations, "supervised": True if supervised else None}
     summary, run = rundir.train_run(recipe, "sgp", out=out, data=data, resume=resume, force=force, config=config,
                                     overrides=set_ or [], options=options, device=device, threads=threads)
+    if not run.main:
+        return
     table = Table(title=f"sgp: {run.dir}")
     for column in ("round", "teacher", "pairs", "verified", "label precision", "steps", "test recall"):
         table.add_column(column, justify="right")

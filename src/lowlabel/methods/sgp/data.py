@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,17 @@ _PLY_TYPES = {"char": "i1", "uchar": "u1", "short": "i2", "ushort": "u2", "int":
               "double": "f8", "int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4",
               "uint32": "u4", "float32": "f4", "float64": "f8"}
 FRAGMENT_SUFFIXES = (".ply", ".npz", ".npy")
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file; a missing, unreadable or non-UTF-8 file is a LowlabelError naming it."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise LowlabelError(f"{path}: not a UTF-8 text file") from None
+    except OSError as err:
+        raise LowlabelError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
 def _checked_points(points: np.ndarray, path: Path) -> np.ndarray:
@@ -96,15 +108,22 @@ def read_fragment(path: str | Path) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix == ".ply":
         return read_ply(path)
-    if suffix == ".npy":
-        return _checked_points(np.load(path, allow_pickle=False), path)
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "pcd" not in z:
-                raise LowlabelError(f"{path}: no array 'pcd' in this npz (keys: {sorted(z.files)}); the SGP release "
-                                    "stores the N x 3 points under 'pcd'")
-            return _checked_points(z["pcd"], path)
+    if suffix in (".npy", ".npz"):
+        try:
+            return _numpy_fragment(path)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # numpy's errors for corrupt files
+            raise LowlabelError(f"{path}: not a readable {suffix} array file ({err})") from None
     raise LowlabelError(f"{path}: unknown fragment format '{suffix}'; give .ply, .npy or .npz")
+
+
+def _numpy_fragment(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        return _checked_points(np.load(path, allow_pickle=False), path)
+    with np.load(path, allow_pickle=False) as z:
+        if "pcd" not in z:
+            raise LowlabelError(f"{path}: no array 'pcd' in this npz (keys: {sorted(z.files)}); the SGP release "
+                                "stores the N x 3 points under 'pcd'")
+        return _checked_points(z["pcd"], path)
 
 
 def _matrix_rows(lines: list[str], start: int, path: Path) -> np.ndarray:
@@ -128,7 +147,7 @@ def read_info_pose(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise LowlabelError(f"{path}: pose file not found; 3DMatch fragments come with cloud_bin_<i>.info.txt")
-    return _matrix_rows(path.read_text().splitlines(), 1, path)
+    return _matrix_rows(read_lines(path), 1, path)
 
 
 def pair_transform(P_src: np.ndarray, P_dst: np.ndarray) -> np.ndarray:
@@ -188,7 +207,7 @@ def read_overlaps(path: str | Path, min_overlap: float = 0.0) -> list[tuple[int,
     if not path.is_file():
         raise LowlabelError(f"{path}: overlaps.txt not found; the SGP 3DMatch release has one per scene folder")
     out = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         words = line.split()
         if not words:
             continue
@@ -218,7 +237,7 @@ def read_gt_log(path: str | Path) -> list[GtPair]:
     path = Path(path)
     if not path.is_file():
         raise LowlabelError(f"{path}: gt.log not found; it lives in <root>/<scene>-evaluation/")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in read_lines(path) if line.strip()]
     if len(lines) % 5:
         raise LowlabelError(f"{path}: {len(lines)} non-blank lines; gt.log has blocks of 5 (i j n, then 4 rows)")
     out = []
@@ -250,7 +269,7 @@ def read_img_cam(path: str | Path, with_sequence: bool = False) -> dict[str | tu
         raise LowlabelError(f"{path}: img_cam.txt not found")
     width = 19 + int(with_sequence)
     out: dict[str | tuple[str, str], Camera] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         words = line.split()
         if not words or words[0].startswith("#"):
             continue
@@ -275,7 +294,7 @@ def read_pair_list(path: str | Path, with_sequence: bool = False) -> list[tuple[
     if not path.is_file():
         raise LowlabelError(f"{path}: pairs.txt not found")
     width, out = 2 + int(with_sequence), []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         words = line.split()
         if not words:
             continue

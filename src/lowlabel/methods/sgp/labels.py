@@ -17,6 +17,7 @@ import numpy as np
 
 from lowlabel.errors import LowlabelError
 from lowlabel.files import write_text
+from lowlabel.methods.sgp.data import read_lines
 from lowlabel.methods.sgp.teacher import verify_2d, verify_3d
 
 LABEL_FILE = "pseudo-label.log"
@@ -84,7 +85,7 @@ def _rows(path: Path, width: int, layout: str) -> list[tuple[int, list[str]]]:
     if not path.is_file():
         raise LowlabelError(f"{path}: pseudo-label file not found; run the teaching round that writes it first")
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         fields = line.split()
         if not fields:
             continue

@@ -96,6 +96,7 @@ class CAPSNet(nn.Module):
         super().__init__()
         self.net = ResUNet2D(backbone=backbone, width=width, coarse_dim=coarse_dim, fine_dim=fine_dim)
         self.window_size, self.use_nn = window_size, use_nn
+        self.coarse_dim, self.fine_dim = coarse_dim, fine_dim
 
     @staticmethod
     def normalize(coord: torch.Tensor, h: int, w: int) -> torch.Tensor:

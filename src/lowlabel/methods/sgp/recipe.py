@@ -9,7 +9,6 @@ Round folders under a run: `labels/<bs|00|01>/<scene>/pseudo-label.log` (officia
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +20,12 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from lowlabel.data.synth.geometry import CloudConfig, point_cloud_pair
-from lowlabel.engine import checkpoint as ckpt
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime
-from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
 from lowlabel.files import write_json
-from lowlabel.methods.sgp import geometry, teacher
+from lowlabel.methods.sgp import geometry, loop, teacher
 from lowlabel.methods.sgp.data import list_fragments, pair_transform, read_fragment, read_info_pose, read_overlaps
 from lowlabel.methods.sgp.labels import Label3D, label_path, read_labels_3d, round_name, write_labels_3d
 from lowlabel.methods.sgp.losses import hardest_contrastive_loss
@@ -337,27 +334,64 @@ def rounds_of(cfg: Config) -> list[int]:
     return [-1] if cfg.supervised else [-1, *range(cfg.meta_iters)]
 
 
-def _labels_for(pairs: Sequence[Pair], labels_root: Path, meta: int) -> list[Label3D] | None:
-    """The round's labels read back from their files, or None when a scene's file is missing."""
-    out = []
-    for scene in dict.fromkeys(p.scene for p in pairs):
-        path = label_path(labels_root, meta, scene)
-        if not path.is_file():
+class RegistrationTask:
+    """The 3D side of `loop.run_rounds`: fragment pairs, FPFH / student teaching passes (or the true transforms for
+    the oracle), 3D label files, confidence verifier, FCGF batches and test registration recall."""
+
+    def __init__(self, cfg: Config, pairs: Sequence[Pair], test: Sequence[Pair], orient: str) -> None:
+        self.cfg, self.pairs, self.test_pairs, self.orient = cfg, list(pairs), list(test), orient
+        self.step_fn = make_step_fn(cfg)
+
+    def teach(self, model: torch.nn.Module | None, meta: int) -> list[Label3D]:
+        if self.cfg.supervised:
+            if any(p.T_gt is None for p in self.pairs):
+                raise LowlabelError("supervised=true needs poses for every training pair")
+            return [Label3D(p.i, p.j, 1.0, p.T_gt) for p in self.pairs]
+        regs = teach(self.pairs, model, self.cfg, self.orient, seed=self.cfg.train.seed + 1000 * (meta + 1))
+        return [Label3D(p.i, p.j, r.confidence, r.T) for p, r in zip(self.pairs, regs, strict=True)]
+
+    def read_labels(self, root: Path, meta: int) -> list[Label3D] | None:
+        by_key = {}
+        for scene in dict.fromkeys(p.scene for p in self.pairs):
+            path = label_path(root, meta, scene)
+            if not path.is_file():
+                return None
+            by_key.update({(scene, lab.i, lab.j): lab for lab in read_labels_3d(path)})
+        missing = [p for p in self.pairs if (p.scene, p.i, p.j) not in by_key]
+        if missing:
+            raise LowlabelError(f"{label_path(root, meta, missing[0].scene)}: no label for pair {missing[0].i} "
+                                f"{missing[0].j}; delete the round's label folder to teach it again")
+        return [by_key[(p.scene, p.i, p.j)] for p in self.pairs]
+
+    def write_labels(self, root: Path, meta: int, labels: Sequence[Label3D]) -> None:
+        for scene in dict.fromkeys(p.scene for p in self.pairs):
+            write_labels_3d(label_path(root, meta, scene),
+                            [lab for p, lab in zip(self.pairs, labels, strict=True) if p.scene == scene])
+
+    def verified(self, label: Label3D) -> bool:
+        return label.confidence >= self.cfg.min_confidence
+
+    def label_correct(self, index: int, label: Label3D) -> bool | None:
+        pair = self.pairs[index]
+        if pair.T_gt is None:
             return None
-        out += read_labels_3d(path)
-    return out
+        re, te = pair_errors(label.T, pair)
+        return bool(re < 15 and te < 0.3)
 
+    def teacher_name(self, meta: int) -> str:
+        return "ground truth" if self.cfg.supervised else ("FPFH" if meta == -1 else f"student {round_name(meta - 1)}")
 
-def _write_labels(pairs: Sequence[Pair], regs: Sequence[teacher.Registration], labels_root: Path, meta: int) -> None:
-    for scene in dict.fromkeys(p.scene for p in pairs):
-        write_labels_3d(label_path(labels_root, meta, scene),
-                        [Label3D(p.i, p.j, r.confidence, r.T) for p, r in zip(pairs, regs, strict=True)
-                         if p.scene == scene])
+    def build_model(self) -> torch.nn.Module:
+        return build_model(self.cfg)
 
+    def batches(self, kept: Sequence[tuple[int, Label3D]], meta: int, runtime: Runtime) -> PairBatches:
+        items = [(self.pairs[k].source, self.pairs[k].target, lab.T) for k, lab in kept]
+        return PairBatches(items, self.cfg, seed=self.cfg.train.seed + 7 * (meta + 1), rank=runtime.rank,
+                           world_size=runtime.world_size)
 
-def _round_done(round_dir: Path) -> bool:
-    summary = round_dir / "summary.json"
-    return summary.is_file() and json.loads(summary.read_text()).get("complete", False)
+    def test(self, model: torch.nn.Module) -> dict[str, Any]:
+        rows = registration_rows(self.test_pairs, teach(self.test_pairs, model, self.cfg, self.orient, seed=10**6))
+        return {"test_recall": recall(rows), "test_rows": rows}
 
 
 def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, resume: bool) -> dict:
@@ -371,68 +405,15 @@ def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, re
 def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime,
                 resume: bool, test_pairs: Sequence[Pair] | None = None) -> tuple[torch.nn.Module, dict]:
     """`train`, returning the last round's student with the summary (test_pairs: evaluation pairs already loaded)."""
-    run_dir = Path(run_dir)
     orient = _orient(cfg, data)
-    pairs = load_pairs(cfg, data, "train")
     test = list(test_pairs) if test_pairs is not None else load_pairs(cfg, data, "test")
-    labels_root = run_dir / "labels"
-    model: torch.nn.Module | None = None
-    rounds = []
-    for meta in rounds_of(cfg):
-        name = round_name(meta)
-        round_dir = run_dir / "rounds" / name
-        regs = None
-        labels = _labels_for(pairs, labels_root, meta) if resume else None
-        if labels is None:
-            if cfg.supervised:
-                if any(p.T_gt is None for p in pairs):
-                    raise LowlabelError("supervised=true needs poses for every training pair")
-                regs = [teacher.Registration(p.T_gt, 1.0, 0) for p in pairs]
-            else:
-                regs = teach(pairs, model, cfg, orient, seed=cfg.train.seed + 1000 * (meta + 1))
-            if runtime.is_main:
-                _write_labels(pairs, regs, labels_root, meta)
-            labels = [Label3D(p.i, p.j, r.confidence, r.T) for p, r in zip(pairs, regs, strict=True)]
-        by_key = {(lab.i, lab.j, p.scene): lab for p, lab in zip(pairs, labels, strict=True)}
-        kept = [(p, by_key[(p.i, p.j, p.scene)]) for p in pairs
-                if by_key[(p.i, p.j, p.scene)].confidence >= cfg.min_confidence]
-        precise = [pair_errors(lab.T, p) for p, lab in kept if p.T_gt is not None]
-        precision = float(np.mean([re < 15 and te < 0.3 for re, te in precise])) if precise else float("nan")
-        label_rows = [pair_errors(lab.T, p) for p, lab in zip(pairs, labels, strict=True) if p.T_gt is not None]
-        teacher_recall = float(np.mean([re < 15 and te < 0.3 for re, te in label_rows])) if label_rows else float("nan")
-        previous = model
-        if model is None or not cfg.finetune:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.train.seed + meta + 1)
-                model = build_model(cfg)
-        items = [(p.source, p.target, lab.T) for p, lab in kept]
-        done = resume and _round_done(round_dir)
-        if not items and previous is not None:  # nothing verified: the previous round's student carries over
-            model, fit = previous, {"steps": 0}
-        elif done:
-            model = load_model(build_model, cfg, ckpt.newest_checkpoint(round_dir), runtime.device).train()
-            fit = json.loads((round_dir / "summary.json").read_text())
-        else:
-            if previous is not None and cfg.finetune:
-                model.load_state_dict(previous.state_dict())
-            batches = PairBatches(items, cfg, seed=cfg.train.seed + 7 * (meta + 1), rank=runtime.rank,
-                                  world_size=runtime.world_size)
-            trainer = Trainer(model, make_step_fn(cfg), config=cfg.train, optim=cfg.optim, runtime=runtime,
-                              run_dir=round_dir)
-            fit = trainer.fit(batches, resume=resume)
-            fit["complete"] = True
-            if runtime.is_main:
-                write_json(round_dir / "summary.json", fit)
-        test_rows = registration_rows(test, teach(test, model, cfg, orient, seed=10**6))
-        rounds.append({"round": name, "teacher": "ground truth" if cfg.supervised else
-                       ("FPFH" if meta == -1 else f"student {round_name(meta - 1)}"),
-                       "pairs": len(pairs), "verified": len(kept), "label_precision": precision,
-                       "teacher_recall": teacher_recall, "steps": fit["steps"], "test_recall": recall(test_rows),
-                       "test_rows": test_rows})
+    task = RegistrationTask(cfg, load_pairs(cfg, data, "train"), test, orient)
+    model, rounds = loop.run_rounds(task, rounds_of(cfg), finetune=cfg.finetune, seed=cfg.train.seed,
+                                    train=cfg.train, optim=cfg.optim, run_dir=Path(run_dir), runtime=runtime,
+                                    resume=resume)
     summary = {"rounds": rounds, "final_test_recall": rounds[-1]["test_recall"], "orient": orient}
     if runtime.is_main:
-        write_json(run_dir / "summary.json", summary)
-    assert model is not None
+        write_json(Path(run_dir) / "summary.json", summary)
     return model, summary
 
 
