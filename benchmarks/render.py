@@ -23,7 +23,8 @@ def render() -> str:
         rows = data.get("rows", [])
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             rows = []  # a result file of another shape (a demo's per-seed record): listed by name only
-        parts += [f"## {data.get('name', path.stem)}", ""]
+        name = data.get("name", path.stem)  # a file kept beside its rerun (x_before_fix.json) shares its name
+        parts += [f"## {name}" + ("" if name == path.stem else f" ({path.name})"), ""]
         if rows:
             keys = list(dict.fromkeys(k for r in rows for k in r))  # every column any row has, in first-seen order
             parts.append("| " + " | ".join(keys) + " |")

@@ -41,6 +41,24 @@ def test_official_defaults() -> None:
     assert (cfg.model.dim, cfg.model.pool, cfg.model.layer_norm) == (512, "avg", True)
 
 
+@pytest.mark.parametrize("loss", ["csl", "fine_only"])
+def test_initialisation_comes_from_the_seeds_not_from_what_ran_before(loss: str) -> None:
+    base = _tiny(loss=loss)
+    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, in_channels=3, n_classes=[6, 3, 2]))
+    torch.manual_seed(1)
+    first = recipe.build_model(cfg).state_dict()
+    torch.rand(1000)  # a run before this one used the global stream
+    state = torch.random.get_rng_state()
+    again = recipe.build_model(cfg).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state)  # and building leaves it alone
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    other = recipe.build_model(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=1))).state_dict()
+    net = [k for k in first if k.startswith("net.") and first[k].dim() > 1]  # conv / linear weights
+    assert net and not any(torch.equal(first[k], other[k]) for k in net)  # train.seed sets the network
+    crit = [k for k in first if k.startswith("criterion.") and first[k].is_floating_point()]
+    assert crit and all(torch.equal(first[k], other[k]) for k in crit)  # proxies follow loss.proxy_seed only
+
+
 @pytest.mark.parametrize("loss", ["csl", "fine_only", "level_sum"])
 def test_tiny_run_trains_writes_config_and_evaluates(tmp_path: Path, loss: str) -> None:
     runtime = rt.init("cpu", seed=0)

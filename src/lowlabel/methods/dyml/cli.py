@@ -35,15 +35,25 @@ def _table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
     return table
 
 
-def _load_array(path: Path, what: str) -> object:
+def _load_array(path: Path, what: str, *, labels: bool = False) -> object:
+    """A numeric array from .npy or comma-separated text; finite values, and whole numbers when `labels` (int64)."""
     import numpy as np
 
     if not path.is_file():
         raise LowlabelError(f"{path}: {what} file not found")
     try:
-        return np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
-    except (OSError, ValueError) as err:
+        array = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
+    except (OSError, ValueError, EOFError, UnicodeDecodeError) as err:
         raise LowlabelError(f"{path}: not a readable .npy or comma-separated text file ({err})") from None
+    if array.dtype.kind not in "biuf" or array.size == 0:
+        raise LowlabelError(f"{path}: {what} must be a non-empty numeric array, got {array.dtype} {array.shape}")
+    if not np.isfinite(array).all():
+        raise LowlabelError(f"{path}: {what} hold NaN or inf values")
+    if labels:
+        if (array != np.round(array)).any():
+            raise LowlabelError(f"{path}: {what} must be integer class ids, found non-integer values")
+        return array.astype(np.int64)
+    return array.astype(np.float32)
 
 
 @app.command()
@@ -67,16 +77,21 @@ def metrics(
     set_threads(threads)
     if (queries is None) != (query_labels is None):
         raise LowlabelError("give --queries and --query-labels together")
-    emb, lab = np.asarray(_load_array(embeddings, "embeddings")), np.asarray(_load_array(labels, "labels"))
+    emb = np.asarray(_load_array(embeddings, "embeddings"))
+    lab = np.asarray(_load_array(labels, "labels", labels=True))
     if lab.ndim == 1:
         lab = lab[:, None]
     if emb.ndim != 2 or lab.shape[0] != emb.shape[0]:
-        raise LowlabelError(f"embeddings {emb.shape} and labels {lab.shape}: need (N, D) and (N, L) with the same N")
+        raise LowlabelError(f"{embeddings} {emb.shape} and {labels} {lab.shape}: need (N, D) embeddings and (N, L) "
+                            "labels with the same N")
     q = ql = None
     if queries is not None:
-        q = torch.from_numpy(np.asarray(_load_array(queries, "query embeddings"), dtype=np.float32))
-        ql = torch.from_numpy(np.asarray(_load_array(query_labels, "query labels")).astype(np.int64))  # type: ignore[arg-type]
+        q = torch.from_numpy(np.asarray(_load_array(queries, "query embeddings")))
+        ql = torch.from_numpy(np.asarray(_load_array(query_labels, "query labels", labels=True)))  # type: ignore[arg-type]
         ql = ql[:, None] if ql.dim() == 1 else ql
+        if q.dim() != 2 or q.shape[1] != emb.shape[1] or tuple(ql.shape) != (q.shape[0], lab.shape[1]):
+            raise LowlabelError(f"{queries} {tuple(q.shape)} and {query_labels} {tuple(ql.shape)}: need (Q, "
+                                f"{emb.shape[1]}) query embeddings and (Q, {lab.shape[1]}) query labels")
     levels = tuple(LEVEL_NAMES[i] if i < 3 else f"level{i}" for i in range(lab.shape[1]))
     result = retrieval_per_scale(torch.from_numpy(emb.astype(np.float32)), torch.from_numpy(lab.astype(np.int64)),
                                  query_emb=q, query_labels=ql, levels=levels, backend=backend)

@@ -172,8 +172,11 @@ def read_hierarchy_csv(path: str | Path, *, swap_channels: bool = False, check_f
     path = Path(path)
     if not path.is_file():
         raise LowlabelError(f"{path}: CSV file not found; check the path")
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = [(n, [f.strip() for f in row]) for n, row in enumerate(csv.reader(fh), start=1) if any(row)]
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = [(n, [f.strip() for f in row]) for n, row in enumerate(csv.reader(fh), start=1) if any(row)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise LowlabelError(f"{path}: not a UTF-8 CSV of 'path, fine, middle, coarse' rows ({err})") from None
     if rows and rows[0][1][0].lower() in _CSV_HEADER_NAMES:
         rows = rows[1:]
     if not rows:

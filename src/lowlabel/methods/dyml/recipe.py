@@ -20,7 +20,7 @@ import torch
 
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
-from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
 from lowlabel.files import write_json
@@ -115,16 +115,20 @@ class Config:
 
 # ------------------------------------------------------------------------------------------------ model
 def build_model(cfg: Config) -> DyMLModel:
-    """Embedding network + criterion of `cfg` (in_channels and n_classes must be set: training writes them)."""
+    """Embedding network + criterion of `cfg` (in_channels and n_classes must be set: training writes them). The
+    network's weights come from `train.seed`, the proxies / class weights from `loss.proxy_seed` (global RNG
+    untouched)."""
     m = cfg.model
     if m.in_channels < 1 or len(m.n_classes) != 3 or min(m.n_classes) < 1:
         raise LowlabelError(f"model.in_channels={m.in_channels}, model.n_classes={m.n_classes}: set from the data "
                             "by training; evaluate with the run's config.yaml")
     if cfg.loss.name not in LOSSES:
         raise LowlabelError(f"loss.name='{cfg.loss.name}': use one of {', '.join(LOSSES)}")
-    backbone, features = build_backbone(m.backbone, in_channels=m.in_channels, width=m.width,
-                                        small_stem=m.small_stem, blocks=m.conv_blocks)
-    net = EmbeddingNet(backbone=backbone, in_features=features, dim=m.dim, pool=m.pool, layer_norm=m.layer_norm)
+    with seeded(cfg.train.seed):  # the network's initialisation is train.seed's, whatever ran before
+        backbone, features = build_backbone(m.backbone, in_channels=m.in_channels, width=m.width,
+                                            small_stem=m.small_stem, blocks=m.conv_blocks)
+        net = EmbeddingNet(backbone=backbone, in_features=features, dim=m.dim, pool=m.pool,
+                           layer_norm=m.layer_norm)
     if cfg.loss.name == "csl":
         criterion: torch.nn.Module = CSLProxies(dim=m.dim, n_proxies=m.n_classes[0], seed=cfg.loss.proxy_seed)
     else:
