@@ -66,8 +66,9 @@ def train(
                "model.text_init": text_init, "model.use_dictionary": False if no_dictionary else None}
     summary, run = rundir.train_run(recipe, "soho", out=out, data=data, resume=resume, force=force, config=config,
                                     overrides=set_ or [], options=options, device=device, threads=threads)
-    console.print(f"run folder: {run.dir}")
-    console.print_json(json.dumps(summary, default=str))
+    if run.main:
+        console.print(f"run folder: {run.dir}")
+        console.print_json(json.dumps(summary, default=str))
 
 
 @app.command("eval")

@@ -114,8 +114,14 @@ def read_caption_csv(path: str | Path) -> list[CaptionedImage]:
     path = Path(path)
     if not path.is_file():
         raise LowlabelError(f"{path}: caption CSV not found; check the path")
-    with path.open(encoding="utf8", newline="") as fh:
-        rows = list(csv.reader(fh))
+    try:
+        with path.open(encoding="utf8", newline="") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError:
+        raise LowlabelError(f"{path}: not UTF-8 text; save the caption CSV as UTF-8") from None
+    except csv.Error as err:
+        raise LowlabelError(f"{path}: not a readable CSV ({err}); write one 'image path,caption' row per "
+                            "caption") from None
     rows = [(n, r) for n, r in enumerate(rows, 1) if any(c.strip() for c in r)]
     if not rows:
         raise LowlabelError(f"{path}: the caption CSV is empty; write one 'image path,caption' row per caption")
