@@ -12,6 +12,7 @@ import dataclasses
 import json
 import multiprocessing
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,25 @@ def _one_seed(quick: bool, seed: int, out: Path, runtime: Runtime,
     return scores, record
 
 
+def run_seeds(one_seed: Callable[..., tuple[dict[str, dict[str, float]], dict[str, Any]]], quick: bool,
+              seeds: Sequence[int], out: Path, runtime: Runtime,
+              jobs: int) -> tuple[dict[str, list[dict[str, float]]], list[dict[str, Any]]]:
+    """`one_seed(quick, seed, out, runtime[, threads])` -> (scores per model, per-round record) for every seed, in
+    `jobs` spawned processes of one torch thread each when jobs > 1 (the same numbers as one process); returns the
+    scores gathered per model (seed order) and the records."""
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(one_seed, [quick] * len(seeds), seeds, [out] * len(seeds),
+                                    [runtime] * len(seeds), [1] * len(seeds)))
+    else:
+        results = [one_seed(quick, seed, out, runtime) for seed in seeds]
+    runs: dict[str, list[dict[str, float]]] = {}
+    for scores, _ in results:
+        for name, row in scores.items():
+            runs.setdefault(name, []).append(row)
+    return runs, [record for _, record in results]
+
+
 def run(*, quick: bool, out: Path, runtime: Runtime, jobs: int = 1) -> DemoResult:
     """FPFH start, SGP rounds and the ground-truth oracle on 1 (quick) or 3 paired worlds (the seed sets the world,
     the initialisation, the batches and RANSAC); the headline compares the last SGP round with the FPFH start.
@@ -81,17 +101,7 @@ def run(*, quick: bool, out: Path, runtime: Runtime, jobs: int = 1) -> DemoResul
     t0 = time.perf_counter()
     out = Path(out)
     seeds = EVAL_SEEDS[:1] if quick else EVAL_SEEDS
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(_one_seed, [quick] * len(seeds), seeds, [out] * len(seeds),
-                                    [runtime] * len(seeds), [1] * len(seeds)))
-    else:
-        results = [_one_seed(quick, seed, out, runtime) for seed in seeds]
-    runs: dict[str, list[dict[str, float]]] = {}
-    for scores, _ in results:
-        for name, row in scores.items():
-            runs.setdefault(name, []).append(row)
-    per_round = [record for _, record in results]
+    runs, per_round = run_seeds(_one_seed, quick, seeds, out, runtime, jobs)
     cfg = demo_config(quick)
     rows = mean_over_seeds(runs)
     write_json(out / "rows.json", {"mean": rows, "per_seed": runs, "per_round": per_round, "seeds": seeds})

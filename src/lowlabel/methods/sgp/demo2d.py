@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from lowlabel.engine.demo import DemoResult, mean_over_seeds
 from lowlabel.engine.runtime import Runtime
 from lowlabel.files import write_json
 from lowlabel.methods.sgp import two_view
-from lowlabel.methods.sgp.demo import ROUND_LABEL, plot_rounds
+from lowlabel.methods.sgp.demo import ROUND_LABEL, plot_rounds, run_seeds
 
 SIFT = "SIFT + RANSAC (hand-crafted start)"
 ORACLE = "CAPS student on ground-truth poses"
@@ -88,17 +86,7 @@ def run(*, quick: bool, out: Path, runtime: Runtime, jobs: int = 1) -> DemoResul
     t0 = time.perf_counter()
     out = Path(out)
     seeds = EVAL_SEEDS[:1] if quick else EVAL_SEEDS
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(_one_seed, [quick] * len(seeds), seeds, [out] * len(seeds),
-                                    [runtime] * len(seeds), [1] * len(seeds)))
-    else:
-        results = [_one_seed(quick, seed, out, runtime) for seed in seeds]
-    runs: dict[str, list[dict[str, float]]] = {}
-    for scores, _ in results:
-        for name, row in scores.items():
-            runs.setdefault(name, []).append(row)
-    per_round = [record for _, record in results]
+    runs, per_round = run_seeds(_one_seed, quick, seeds, out, runtime, jobs)
     cfg = demo_config(quick)
     write_json(out / "rows.json", {"mean": mean_over_seeds(runs), "per_seed": runs, "per_round": per_round,
                                    "seeds": seeds})
