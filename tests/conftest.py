@@ -1,4 +1,4 @@
-"""Shared test fixtures: a CPU runtime and the location of the real data folder."""
+"""Shared test fixtures: a CPU runtime, one torch thread, the location of the real data folder, CLI processes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,19 @@ def cpu_runtime():
     from lowlabel.engine import runtime as rt
 
     return rt.init("cpu", seed=0)
+
+
+@pytest.fixture
+def one_torch_thread() -> object:
+    """One torch thread for the test (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): tiny networks gain
+    nothing from more and a shared CPU makes spinning threads slow; bit-identical resumes of scatter-add code (SGP's
+    sparse convolution) need one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

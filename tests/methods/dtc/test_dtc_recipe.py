@@ -18,14 +18,7 @@ from lowlabel.engine.config import save_config
 from lowlabel.methods.dtc import demo, recipe
 from lowlabel.methods.dtc.cli import app
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """One torch thread: these tiny networks gain nothing from more, and a shared CPU makes spinning threads slow."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(steps: int) -> recipe.Config:

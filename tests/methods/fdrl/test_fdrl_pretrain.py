@@ -19,12 +19,7 @@ from lowlabel.methods.fdrl.pretrain import HELD_OUT, PretrainSettings, identity_
 TINY = PretrainSettings(identities=3, images_per_identity=6, epochs=2, lr=1e-3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny_cfg(seed: int = 0) -> recipe.Config:

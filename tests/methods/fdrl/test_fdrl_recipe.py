@@ -22,13 +22,7 @@ from lowlabel.methods.fdrl import data as fdata
 from lowlabel.methods.fdrl import recipe
 from lowlabel.methods.fdrl.cli import app
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(steps: int, head: str = "fdrl", **changes: object) -> recipe.Config:

@@ -19,13 +19,7 @@ from lowlabel.methods.grounding_ckd.cli import app
 from lowlabel.methods.grounding_ckd.features import GroundingSet, read_grounding_set, write_grounding_set
 from lowlabel.metrics.grounding import box_iou
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _set(n: int = 12, r: int = 6, seed: int = 0) -> GroundingSet:

@@ -22,13 +22,7 @@ from lowlabel.methods.sgp.labels import label_path, read_labels_3d
 TINY = recipe.StudentConfig(channels=[4, 8, 8, 8], tr_channels=[8, 8, 8, 8], out_channels=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """One torch thread: the sparse conv sums by scatter-adds in thread order; a bit-identical resume needs one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(steps: int = 2, meta_iters: int = 1, **kw: object) -> recipe.Config:

@@ -22,12 +22,7 @@ from lowlabel.methods.sgp.labels import Label2D, label_path, read_labels_2d
 pytest.importorskip("cv2")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(steps: int = 2, n_train: int = 4, **kw: object) -> two_view.Config2D:
