@@ -6,6 +6,7 @@ CLI (`lowlabel.cli.run`) prints as one line with exit status 2.
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -133,6 +134,7 @@ def train(
     """Train the quality regressor on the pseudo-labels (official optimiser and schedule by default); the run
     folder records the data folder and the labels file, and `--resume RUN` continues it."""
     from lowlabel.engine import rundir
+    from lowlabel.engine.checkpoint import newest_checkpoint
     from lowlabel.files import read_json, write_json
     from lowlabel.methods.sdd_fiqa import recipe
 
@@ -143,10 +145,12 @@ def train(
         raise LowlabelError(f"--labels {labels} differs from the labels file of the run in {resume}: resume without "
                             "--labels, or pass --force to switch")
     init_from = recognizer if recognizer in (None, "none") else str(Path(recognizer).resolve())
+    continues = resume is not None and newest_checkpoint(resume) is not None  # the checkpoint holds the trunk
     cfg, run, runtime = rundir.open_run(recipe.Config, "sdd_fiqa", out=out, data=data_dir, resume=resume, force=force,
                                         config=config, overrides=set_ or [],
                                         options={"labels_file": labels_file, "init_from": init_from}, device=device,
-                                        threads=threads, check=recipe.check_data_config)
+                                        threads=threads, check=functools.partial(
+                                            recipe.check_data_config, trunk_needed=not continues))
     if runtime.is_main:
         record = read_json(run.dir / "run.json", "run record")
         write_json(run.dir / "run.json", {**record, "labels": cfg.labels_file, "recognizer": cfg.init_from})

@@ -16,6 +16,7 @@ import torch
 from scipy.stats import spearmanr
 
 from lowlabel.engine.batches import DatasetBatches, TensorBatches, embed
+from lowlabel.engine.checkpoint import newest_checkpoint
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.runtime import Runtime, seeded
@@ -137,13 +138,16 @@ def load_trunk(model: QualityRegressor, path: str | Path) -> None:
     model.trunk.load_state_dict({k: trunk[k] for k in expected})
 
 
-def check_data_config(cfg: Config) -> None:
-    """What training on a user's folder needs before any run folder is made: a labels file and a trunk source."""
+def check_data_config(cfg: Config, *, trunk_needed: bool = True) -> None:
+    """What training on a user's folder needs before any run folder is made: a labels file and, unless the run
+    continues from a checkpoint (which holds the trunk), a trunk source."""
     if not cfg.labels_file:
         raise LowlabelError("labels_file is empty: run `lowlabel fiqa label DATA --out labels.csv` and pass "
                             "--labels labels.csv (or --set labels_file=labels.csv)")
     if not Path(cfg.labels_file).is_file():
         raise LowlabelError(f"labels_file {cfg.labels_file} does not exist")
+    if not trunk_needed:
+        return
     if not cfg.init_from:
         raise LowlabelError("init_from is empty: the regressor's trunk starts from the recogniser (spec); give the "
                             "TorchScript file from `lowlabel fiqa recognizer` (--recognizer FILE, or --set "
@@ -198,10 +202,11 @@ def train(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runtime, re
         summary["spearman_pseudo_vs_true"] = float(spearmanr(q, made["world"]["quality"]).statistic)
         summary["spearman_pred_vs_pseudo"] = float(spearmanr(pred, q).statistic)
         return summary
-    check_data_config(cfg)
+    trunk_needed = not (resume and newest_checkpoint(run_dir) is not None)
+    check_data_config(cfg, trunk_needed=trunk_needed)
     images = fdata.labelled_images(cfg.labels_file, data, cfg.image_size)
     source = DatasetBatches(images, min(cfg.batch_size, len(images)), runtime, seed=cfg.train.seed)
-    init = None if cfg.init_from == "none" else cfg.init_from
+    init = cfg.init_from if trunk_needed and cfg.init_from != "none" else None
     _, summary = fit_regressor(cfg, source, runtime, run_dir=run_dir, resume=resume, init=init)
     return summary
 
