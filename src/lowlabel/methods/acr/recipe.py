@@ -23,7 +23,7 @@ from lowlabel.engine.batches import embed
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
 from lowlabel.engine.recipe import lr_factor as engine_lr_factor
-from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer, unwrap
 from lowlabel.errors import LowlabelError
 from lowlabel.files import write_json, write_text
@@ -135,8 +135,7 @@ def build_model(cfg: Config) -> ACRNet:
     check(cfg)
     if cfg.num_classes < 2:
         raise LowlabelError(f"num_classes={cfg.num_classes}: set by training from the data (at least 2)")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
+    with seeded(cfg.train.seed):
         backbone = _backbone(cfg)
         student = TargetClassifier(backbone=backbone, num_classes=cfg.num_classes)
         src = None

@@ -15,7 +15,7 @@ from torch import nn
 
 from lowlabel.engine import checkpoint as ckpt
 from lowlabel.engine.recipe import OptimConfig, TrainConfig
-from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.acr.augment import weak
@@ -55,8 +55,7 @@ def pretrain_shapes(path: Path, *, layers: list[int], width: int, small_stem: bo
     """Pretrain a small ResNet with labels on `n` one-object scenes of the shapes source domain (9 shape classes;
     weak views, SGD with Nesterov momentum, cosine lr) and save it as a torchvision-format state dict with `fc`."""
     images, labels = shapes_images(n, seed=seed, domain="source", size=size, side=side)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         net = small_resnet(layers=layers, width=width, small_stem=small_stem, num_classes=9)
 
     class Batches:

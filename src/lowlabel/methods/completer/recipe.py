@@ -23,7 +23,7 @@ from lowlabel.engine.batches import TensorBatches
 from lowlabel.engine.config import save_config
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
-from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
 from lowlabel.files import write_text
@@ -129,8 +129,7 @@ def build_model(cfg: Config) -> Completer:
         raise LowlabelError("model.view_dims is empty: build the model from the config.yaml of a run (training writes "
                             "the views' widths there) or set model.view_dims=[d1,d2]")
     d_z, seed = _d_z_and_seed(cfg)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return Completer(view_dims=cfg.model.view_dims, d_z=d_z, hidden=cfg.model.hidden,
                          predictor_hidden=cfg.model.predictor_hidden)
 
@@ -364,8 +363,7 @@ def evaluate(cfg: Config, *, checkpoint: Path, data: Path | None, runtime: Runti
 def smoke_case(runtime: Runtime) -> SmokeCase:
     """A tiny two-view COMPLETER with the prediction term active from step 0 and one batch of 8 complete pairs
     (model and batch drawn from seed 0 on a forked generator)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0):
         model = Completer(view_dims=[6, 5], d_z=4, hidden=[8, 8], predictor_hidden=[8, 8])
         batch = (torch.rand(8, 6), torch.rand(8, 5))
     return SmokeCase(model=model.to(runtime.device), step_fn=step_fn_for(alpha=9.0, prediction_start=0.0,

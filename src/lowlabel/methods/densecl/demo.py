@@ -15,7 +15,7 @@ import torch
 
 from lowlabel.engine.demo import DemoResult, mean_over_seeds
 from lowlabel.engine.recipe import OptimConfig, TrainConfig
-from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.methods.densecl.data import shapes_labelled
 from lowlabel.methods.densecl.finetune import FinetuneConfig, finetune_miou
 from lowlabel.methods.densecl.model import DenseCL
@@ -72,8 +72,7 @@ def finetune_config(seed: int) -> FinetuneConfig:
 
 def seeded_model(cfg: Config, seed: int) -> DenseCL:
     """`build_model(cfg)` with the initial weights of torch seed `seed`; the global generator is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return build_model(cfg)
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from lowlabel.engine.batches import TensorBatches, embed
 from lowlabel.engine.recipe import OptimConfig, TrainConfig
-from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
 from lowlabel.methods.densecl.data import IGNORE, Labelled
@@ -64,8 +64,7 @@ def _flip_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step:
 
 def finetune(backbone: nn.Module, data: Labelled, *, cfg: FinetuneConfig, runtime: Runtime) -> Segmenter:
     """Fine-tune `backbone` (modified in place) and a fresh FCN head on `data`: every parameter, `cfg.steps` steps."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed):
         model = Segmenter(backbone, data.n_classes, head_channels=cfg.head_channels).to(runtime.device)
     batch_size = min(cfg.batch_size, len(data.images))
     batches = TensorBatches([data.images, data.masks], batch_size, runtime, seed=cfg.seed, drop_last=True)
@@ -117,8 +116,7 @@ def start_backbone(checkpoint: Path, *, random_init: bool = False, seed: int = 0
     ('random init')."""
     cfg = run_config(checkpoint)
     m = cfg.model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         backbone = build_backbone(m.arch, small_stem=m.small_stem, width=m.width)
     if random_init:
         return backbone, "random init"

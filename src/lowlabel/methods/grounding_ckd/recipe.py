@@ -20,7 +20,7 @@ import torch
 from lowlabel.engine.batches import TensorBatches
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
-from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer, unwrap
 from lowlabel.errors import LowlabelError
 from lowlabel.files import write_json
@@ -276,8 +276,7 @@ def train_model(cfg: Config, *, data: Path | None, run_dir: Path, runtime: Runti
     cfg = fit_to_data(cfg, train_set)
     phrases = phrase_arrays(cfg, train_set)
     regions = Regions(train_set, runtime.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
+    with seeded(cfg.train.seed):
         model = build_model(cfg)
     trainer = Trainer(model, make_step_fn(cfg, regions, phrases.table.to(runtime.device)), config=cfg.train,
                       optim=cfg.optim, runtime=runtime, run_dir=run_dir)
@@ -317,7 +316,6 @@ def smoke_case(runtime: Runtime) -> SmokeCase:
     phrases = phrase_arrays(cfg, data)
     step_fn = make_step_fn(cfg, Regions(data, runtime.device), phrases.table.to(runtime.device))
     batch = (torch.arange(4), phrases.ids[:4], phrases.classes[:4])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0):
         model = build_model(cfg)
     return SmokeCase(model=model.to(runtime.device), step_fn=lambda m, b, s: step_fn(m, b, s + 1), batch=batch)

@@ -23,6 +23,7 @@ from torch import nn
 
 from lowlabel.data.synth.shapes import SHAPES, ShapesConfig, generate_scene
 from lowlabel.data.synth.shapes_text import SHAPE_WORDS
+from lowlabel.engine.runtime import seeded
 from lowlabel.methods.grounding_ckd.data import tokenize
 from lowlabel.methods.grounding_ckd.detections import BACKGROUND
 from lowlabel.methods.grounding_ckd.features import GroundingSet
@@ -120,8 +121,7 @@ def train_detector(scenes: list, cfg: WorldConfig) -> TinyDetector:
     best anchor of each object, are positives; IoU < 0.4 background, 3 sampled per positive; cross-entropy + smooth
     L1 on the positives' offsets; Adam). Deterministic given cfg.seed; the global RNG is left alone."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed):
         det = TinyDetector()
     anchors = anchor_boxes(cfg.size)
     images = _images(scenes)
