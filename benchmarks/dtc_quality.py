@@ -138,7 +138,7 @@ def run_demo(quick: bool, parallel: int) -> None:
     runs = {name: [scores[name] for scores in per_seed] for name in per_seed[0]}
     summary = paired(runs, result.method, result.baseline)
     write_results("dtc_demo_quick" if quick else "dtc_demo",
-                  [{"row": name, "seed": seed, **{m: r[m] for m in (*METRICS, "head_disagreement")}}
+                  [{"row": name, "seed": seed, **{m: r[m] for m in (*METRICS, "head_disagreement") if m in r}}
                    for name, rs in runs.items() for seed, r in zip(seeds, rs, strict=True)],
                   notes=json.dumps({"command": f"python benchmarks/dtc_quality.py {'quick' if quick else 'demo'}",
                                     "steps": demo.STEPS, "seeds": list(seeds), "wall_s": result.seconds,

@@ -104,6 +104,20 @@ def test_load_model_rejects_other_width(tmp_path: Path) -> None:
         load_model(recipe.build_model, dataclasses.replace(cfg, n_filters=3), tmp_path / "w.pt", "cpu")
 
 
+def test_initial_weights_come_from_train_seed_whatever_ran_before() -> None:
+    """The demo trains DTC and its baseline one after the other in one process: both must start from the same
+    weights (a paired seed), not from wherever the first run left the global stream."""
+    cfg = _tiny(1)
+    torch.manual_seed(1)
+    first = recipe.build_model(cfg).state_dict()
+    torch.rand(1000)  # what a first training run would draw
+    second = recipe.build_model(cfg).state_dict()
+    other = recipe.build_model(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=1))).state_dict()
+    weights = [k for k, v in first.items() if v.is_floating_point() and v.numel() > 1]
+    assert weights and all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in weights)
+
+
 def test_smoke_case_one_step() -> None:
     case = recipe.smoke_case(rt.init("cpu", seed=0))
     out = case.step_fn(case.model, case.batch, 0)

@@ -18,7 +18,7 @@ from lowlabel.data.synth.volumes import VolumeConfig, generate_volume
 from lowlabel.engine import schedules
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
-from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
 from lowlabel.files import write_json
@@ -101,8 +101,10 @@ def effective_stride(cfg: Config) -> list[int]:
 
 
 def build_model(cfg: Config) -> torch.nn.Module:
-    """The DTC V-Net of `cfg` (one input channel, one class)."""
-    return dtc_vnet(n_filters=cfg.n_filters, dropout=cfg.dropout)
+    """The DTC V-Net of `cfg` (one input channel, one class), its initial weights drawn from `cfg.train.seed`
+    whatever ran before in the process (so the demo's models of one seed start from the same weights)."""
+    with seeded(cfg.train.seed):
+        return dtc_vnet(n_filters=cfg.n_filters, dropout=cfg.dropout)
 
 
 def synthetic_cases(cfg: Config, split: str) -> list[Case]:
