@@ -46,13 +46,17 @@ def level_terms(emb: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor, 
     return out
 
 
-def class_weights(criterion: torch.nn.Module) -> torch.Tensor:
-    """CSL's proxies or the fine-level CosFace class weights, (fine classes, dim)."""
-    return criterion.weight.detach() if hasattr(criterion, "weight") else criterion.losses[0].W.detach().t()
+def class_weights(criterion: torch.nn.Module) -> torch.Tensor | None:
+    """CSL's proxies or the fine-level CosFace class weights, (fine classes, dim); None for Multi-Similarity (a
+    pair loss has none)."""
+    if hasattr(criterion, "weight"):
+        return criterion.weight.detach()
+    return criterion.losses[0].W.detach().t() if hasattr(criterion.losses[0], "W") else None
 
 
 def one_run(loss: str, steps: int, lr: float, seed: int, threads: int) -> dict:
-    """Train one loss on the tuning world with `steps` and `lr` (otherwise the demo's config) and diagnose it."""
+    """Train one model (a `recipe.with_loss` spec) on the tuning world with `steps` and `lr` (otherwise the demo's
+    config) and diagnose it."""
     torch.set_num_threads(threads)
     runtime = rt.init("cpu", seed=0)
     cfg = demo.demo_config("shapes", loss, seed, quick=False)
@@ -70,11 +74,13 @@ def one_run(loss: str, steps: int, lr: float, seed: int, threads: int) -> dict:
                        batch_size=d.eval_batch)
     means = torch.zeros(int(lab[:, 0].max()) + 1, emb.shape[1]).index_add_(0, lab[:, 0], emb)
     start, end = class_weights(recipe.build_model(resolved).criterion), class_weights(model.criterion)
-    own = level_terms(emb, lab, end)
     row = {"loss": loss, "steps": steps, "lr": lr, "seed": seed, "seconds": round(seconds, 1),
-           "classes": summary["n_classes"], "loss_curve": curve, "train_fine_acc_own_weights": own["fine_acc"],
-           "weight_norm_start": float(start.norm(dim=1).mean()), "weight_norm_end": float(end.norm(dim=1).mean()),
-           "weight_cos_to_start": float(F.cosine_similarity(start, end).mean())}
+           "classes": summary["n_classes"], "loss_curve": curve}
+    if start is not None and end is not None:
+        row.update({"train_fine_acc_own_weights": level_terms(emb, lab, end)["fine_acc"],
+                    "weight_norm_start": float(start.norm(dim=1).mean()),
+                    "weight_norm_end": float(end.norm(dim=1).mean()),
+                    "weight_cos_to_start": float(F.cosine_similarity(start, end).mean())})
     row.update({f"train_{k}": v for k, v in level_terms(emb, lab, means).items()})
     row.update({f"test_{level}_{k}": summary["test"][level][k] for level in demo.LEVELS for k in demo.KEYS})
     return row
@@ -84,7 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, nargs="+", default=[400, 1600])
     parser.add_argument("--lr", type=float, nargs="+", default=[demo.LR])
-    parser.add_argument("--losses", nargs="+", default=list(demo.MODELS.values()))
+    parser.add_argument("--losses", nargs="+", default=list(demo.MODELS.values()),
+                        help="recipe.with_loss specs, e.g. level_sum:multi_similarity")
+    parser.add_argument("--name", default="dyml_tuning", help="result file benchmarks/results/NAME.json")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one process each")
     args = parser.parse_args()
@@ -92,7 +100,7 @@ def main() -> None:
     grid = [(loss, steps, lr, seed, args.threads) for steps in args.steps for lr in args.lr for loss in args.losses]
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         rows = list(pool.map(one_run, *zip(*grid, strict=True)))
-    write_results("dyml_tuning", rows, notes=f"shapes tuning world seed {seed}; demo config except steps and lr")
+    write_results(args.name, rows, notes=f"shapes tuning world seed {seed}; demo config except steps and lr")
 
 
 if __name__ == "__main__":

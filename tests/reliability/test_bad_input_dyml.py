@@ -1,6 +1,6 @@
-"""Bad input to DyML's readers, loss and `lowlabel dyml metrics`: label files, hierarchy CSVs and Omniglot zips of
-any bytes or truncated, a fine class with two parents, corrupt or truncated arrays, NaN/Inf embeddings, non-integer
-labels and mismatched shapes."""
+"""Bad input to DyML's readers, loss, `lowlabel dyml metrics` and `compare`: label files, hierarchy CSVs and Omniglot
+zips of any bytes or truncated, a fine class with two parents, corrupt or truncated arrays, NaN/Inf embeddings,
+non-integer labels and mismatched shapes, unknown model specs."""
 
 from __future__ import annotations
 
@@ -104,3 +104,13 @@ def test_metrics_command_on_bad_arrays(tmp_path_factory, kind, where, fraction):
     elif kind == "bytes":
         bad.write_bytes(np.random.default_rng(where).bytes(where * 7))
     expect_cli_error(f"dyml metrics: {kind}", ["dyml", "metrics", root / "emb.npy", root / "lab.npy", *extra], bad)
+
+
+VALID_SPECS = {f"{name}{kind}" for name in ("fine_only", "level_sum") for kind in ("", ":cosface", ":multi_similarity")}
+
+
+@given(st.text(alphabet="acdeilmnorstuy_:", min_size=1, max_size=24).filter(lambda s: s not in VALID_SPECS | {"csl"}))
+def test_compare_command_on_unknown_models(tmp_path_factory, spec):
+    root = tmp_path_factory.mktemp("dyml")
+    expect_cli_error("dyml compare: model spec", ["dyml", "compare", "--loss", spec, "--seed", "0", "--device", "cpu",
+                                                  "--out", str(root)], f"model '{spec}'", run_root=root)

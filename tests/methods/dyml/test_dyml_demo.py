@@ -28,3 +28,25 @@ def test_summary_counts_wins_and_fine_map_drops(tmp_path: Path) -> None:
     assert result.notes[-1].endswith("+2.0, -1.0")  # fine-only minus CSL, in points
     assert read_json(tmp_path / "rows.json")["per_seed"] == runs
     assert (tmp_path / "asi_per_level.png").is_file()
+
+
+def test_floor_row_is_the_untrained_network_and_decides_works(tmp_path: Path) -> None:
+    runs = {"shapes: CSL": [_scores(0.60, 0.50, 0.55)], "shapes: fine-only CosFace": [_scores(0.62, 0.45, 0.50)],
+            f"shapes: {demo.FLOOR}": [_scores(0.20, 0.30, 0.40)]}
+    result = demo.summarise(runs, seeds=(0,), worlds=("shapes",), quick=True, out=tmp_path, seconds=1.0)
+    assert result.floor == "shapes: untrained network"
+    assert result.works and result.wins  # overall ASI 0.517 vs floor 0.400 and fine-only 0.483
+    assert "untrained network 0.400" in next(n for n in result.notes if "overall_asi per seed" in n)
+    runs[f"shapes: {demo.FLOOR}"] = [_scores(0.20, 0.60, 0.70)]  # overall ASI 0.600 > CSL's 0.517
+    below = demo.summarise(runs, seeds=(0,), worlds=("shapes",), quick=True, out=tmp_path, seconds=1.0)
+    assert not below.works
+
+
+def test_every_model_spec_builds_its_loss() -> None:
+    for name, spec in demo.MODELS.items():
+        cfg = demo.demo_config("shapes", spec, seed=0, quick=True)
+        assert (cfg.loss.name, cfg.loss.baseline) == {
+            "CSL": ("csl", "cosface"), "fine-only CosFace": ("fine_only", "cosface"),
+            "per-level-sum CosFace": ("level_sum", "cosface"),
+            "per-level-sum Multi-Similarity": ("level_sum", "multi_similarity")}[name]
+        assert cfg.optim.lr == demo.LR and cfg.train.max_steps == demo.QUICK_STEPS

@@ -103,3 +103,11 @@ def test_real_omniglot_small(shared_data: Path) -> None:
     # alphabet: Greek 24 + Latin 26 characters; abugida: Balinese 24, Sanskrit 42, Tagalog 17; abjad: Early
     # Aramaic 22; syllabary: katakana 47; featural: Korean 40 (x 20 drawers each)
     assert per_type == {"alphabet": 1000, "abugida": 1660, "abjad": 440, "syllabary": 940, "featural": 800}
+    # the benchmark's splits (benchmarks/dyml_omniglot.py): per alphabet round(n / 4) characters held out for
+    # evaluation (Greek 24 -> 6, Latin 26 -> 6 (banker's rounding of 6.5), Balinese 6, Sanskrit 10 (10.5),
+    # Tagalog 4, Aramaic 6 (5.5), katakana 12, Korean 10 = 60); tuning: a quarter of each alphabet's rest again
+    _, eval_test = data.open_set_split(got.labels, 0.25, 0)
+    tune_train, tune_test = data.tuning_split(got.labels, 0.25, 0, 1)
+    held, tuning = set(got.labels[eval_test, 0]), set(got.labels[tune_test, 0])
+    assert len(held) == 60 and len(tuning) == 45 and len(set(got.labels[tune_train, 0])) == 137
+    assert not held & (tuning | set(got.labels[tune_train, 0]))

@@ -145,7 +145,8 @@ def compare(
         help="DyML folder, hierarchy CSV or Omniglot zip(s)/folder; none: the built-in world.")] = None,
     seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="Seeds (repeat); default 0 1 2.")] = None,  # noqa: UP045
     losses: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-        "--loss", help="csl, fine_only, level_sum (repeat); default all three.")] = None,
+        "--loss", help="csl, fine_only, level_sum (repeat; a baseline's kind after a colon, e.g. "
+        "level_sum:multi_similarity); default the first three.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the runs.")] = Path("runs/dyml_compare"),
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write per-seed and mean metrics here.")] = None,  # noqa: UP045
     config: Annotated[Optional[Path], typer.Option(help="YAML config for every run.")] = None,  # noqa: UP045

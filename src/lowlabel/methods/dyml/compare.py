@@ -19,9 +19,10 @@ def scores(test: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def compare_losses(*, data: Path | None, seeds: Sequence[int], losses: Sequence[str], out: Path,
                    config: Path | None = None, overrides: Sequence[str] = (), device: str = "auto") -> dict[str, Any]:
-    """Train every loss of `losses` for every seed (train.seed and loss.proxy_seed = seed) with the config from
-    defaults < `config` < `overrides`; returns {"mean": {loss: metrics ± std}, "per_seed": {loss: [metrics]},
-    "seconds": {loss: [training seconds]}, "seeds", "config"} and writes run folders under out/<loss>/seed<seed>."""
+    """Train every model of `losses` (`recipe.with_loss` specs: "csl", "level_sum:multi_similarity", ...) for every
+    seed (train.seed and loss.proxy_seed = seed) with the config from defaults < `config` < `overrides`; returns
+    {"mean": {spec: metrics ± std}, "per_seed": {spec: [metrics]}, "seconds": {spec: [training seconds]}, "seeds",
+    "config"} and writes run folders under out/<spec with ':' as '_'>/seed<seed>."""
     from lowlabel.engine import config as cfg_mod
     from lowlabel.engine import runtime as rt
     from lowlabel.methods.dyml import recipe
@@ -32,10 +33,12 @@ def compare_losses(*, data: Path | None, seeds: Sequence[int], losses: Sequence[
     seconds: dict[str, list[float]] = {}
     for seed in seeds:
         for loss in losses:
-            cfg = dataclasses.replace(base, loss=dataclasses.replace(base.loss, name=loss, proxy_seed=seed),
+            cfg = recipe.with_loss(base, loss)
+            cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, proxy_seed=seed),
                                       train=dataclasses.replace(base.train, seed=seed))
             t0 = time.perf_counter()
-            _, resolved, summary = recipe.train_model(cfg, data=data, run_dir=Path(out) / loss / f"seed{seed}",
+            run_dir = Path(out) / loss.replace(":", "_") / f"seed{seed}"
+            _, resolved, summary = recipe.train_model(cfg, data=data, run_dir=run_dir,
                                                       runtime=runtime, resume=False)
             seconds.setdefault(loss, []).append(time.perf_counter() - t0)
             per_seed.setdefault(loss, []).append(scores(summary["test"]))

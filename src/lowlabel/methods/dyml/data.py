@@ -228,6 +228,16 @@ def open_set_split(labels: np.ndarray, holdout: float = 0.25, seed: int = 0) -> 
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
+def tuning_split(labels: np.ndarray, holdout: float = 0.25, seed: int = 0,
+                 tuning_seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A split for choosing settings that never sees the evaluation's test classes: the training side of
+    `open_set_split(labels, holdout, seed)`, split again the same way by `tuning_seed` -> (tuning train, tuning test)
+    indices into `labels`; the classes `open_set_split` holds out are in neither."""
+    train, _ = open_set_split(labels, holdout, seed)
+    inner_train, inner_test = open_set_split(labels[train], holdout, tuning_seed)
+    return train[inner_train], train[inner_test]
+
+
 # Omniglot: coarse level = writing-system type. Coarse id = index in SYSTEM_TYPES (fixed, so subsets agree).
 SYSTEM_TYPES = ("alphabet", "abugida", "abjad", "syllabary", "featural")
 WRITING_SYSTEMS: dict[str, str] = {

@@ -5,7 +5,8 @@ Data (`data`): None = the built-in world (`Config.world`); a folder with train/l
 bmk_{fine,middle,coarse} query/gallery lists, or Product's mini-bmk_all_in_one); a .csv file = `path, fine,
 middle, coarse` rows; a .zip, a folder of .zip files or a folder of `<alphabet>/<character>/<file>.png` = Omniglot.
 A CSV, Omniglot and the worlds are split open-set (`data.holdout` of the fine classes of every middle class go to
-the test side, by `data.split_seed`), and the test side is evaluated leave-one-out at every level.
+the test side, by `data.split_seed`), and the test side is evaluated leave-one-out at every level; `data.tuning`
+moves both sides inside the training classes (`data.tuning_split`), so settings are chosen without the test classes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer
 from lowlabel.errors import LowlabelError
 from lowlabel.files import write_json
+from lowlabel.methods.dyml import baselines
 from lowlabel.methods.dyml import data as dyml_data
 from lowlabel.methods.dyml.batches import (
     IMAGENET_MEAN,
@@ -85,6 +87,8 @@ class DataConfig:
     queries_in_gallery: bool = True  # DyML bmk lists: [H] drops each query's rank-1 gallery item; False: CLCD
     holdout: float = 0.25  # CSV / Omniglot / worlds: fraction of fine classes per middle class held out for testing
     split_seed: int = 0
+    tuning: bool = False  # CSV / Omniglot / worlds: train and test inside the training classes (data.tuning_split)
+    tuning_seed: int = 1  # which training classes the tuning split holds out
     num_workers: int = 0
     eval_batch: int = 256
 
@@ -113,6 +117,16 @@ class Config:
         name="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="cosine"))
 
 
+def with_loss(cfg: Config, spec: str) -> Config:
+    """`cfg` training the model `spec`: a loss of LOSSES, for a baseline optionally with its kind after a colon
+    ("level_sum:multi_similarity"); without one the config's `loss.baseline` stays."""
+    name, _, kind = spec.partition(":")
+    if name not in LOSSES or (kind and (name == "csl" or kind not in baselines.KINDS)):
+        raise LowlabelError(f"model '{spec}': use csl, or fine_only / level_sum with an optional ':<kind>' "
+                            f"({', '.join(baselines.KINDS)})")
+    return dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, name=name, baseline=kind or cfg.loss.baseline))
+
+
 # ------------------------------------------------------------------------------------------------ model
 def build_model(cfg: Config) -> DyMLModel:
     """Embedding network + criterion of `cfg` (in_channels and n_classes must be set: training writes them). The
@@ -132,8 +146,6 @@ def build_model(cfg: Config) -> DyMLModel:
     if cfg.loss.name == "csl":
         criterion: torch.nn.Module = CSLProxies(dim=m.dim, n_proxies=m.n_classes[0], seed=cfg.loss.proxy_seed)
     else:
-        from lowlabel.methods.dyml import baselines
-
         with torch.random.fork_rng(devices=[]):  # pml's CosFace weights come from the global stream
             torch.manual_seed(cfg.loss.proxy_seed)
             if cfg.loss.name == "fine_only":
@@ -197,6 +209,21 @@ def _pool(cfg: Config, data: Path | None) -> tuple[Any, np.ndarray]:
     return FileImages(files, cfg.data.test_resize), files.labels
 
 
+def split(cfg: Config, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices of the open-set split of `labels` (N, 3), or with `data.tuning` the tuning split inside
+    its training classes (the evaluation's test classes in neither part)."""
+    d = cfg.data
+    if d.tuning:
+        return dyml_data.tuning_split(labels, d.holdout, d.split_seed, d.tuning_seed)
+    return dyml_data.open_set_split(labels, d.holdout, d.split_seed)
+
+
+def _no_tuning_split(cfg: Config, data: Path | None) -> None:
+    if cfg.data.tuning:
+        raise LowlabelError(f"data.tuning=true needs a split of the data's own classes; --data {data} has fixed "
+                            "benchmark lists: tune on a CSV of its training images instead")
+
+
 def _subset(images: Any, index: np.ndarray) -> Any:
     return ArrayImages(images.images[torch.from_numpy(index)]) if isinstance(images, ArrayImages) else \
         torch.utils.data.Subset(images, index.tolist())
@@ -205,11 +232,12 @@ def _subset(images: Any, index: np.ndarray) -> Any:
 def load_train(cfg: Config, data: Path | None) -> tuple[Any, np.ndarray]:
     """Training images and labels (N, 3) remapped to 0..C_l - 1 per level."""
     if data_kind(data) == "dyml":
+        _no_tuning_split(cfg, data)
         files = dyml_data.read_dyml_train(data, swap_channels=cfg.data.swap_channels)  # type: ignore[arg-type]
         images, labels = FileImages(files, cfg.data.test_resize), files.labels
     else:
         pool, all_labels = _pool(cfg, data)
-        train_idx, _ = dyml_data.open_set_split(all_labels, cfg.data.holdout, cfg.data.split_seed)
+        train_idx, _ = split(cfg, all_labels)
         images, labels = _subset(pool, train_idx), all_labels[train_idx]
     return images, dyml_data.contiguous_labels(labels)[0]
 
@@ -219,8 +247,9 @@ def load_test(cfg: Config, data: Path | None) -> list[EvalSet]:
     kind = data_kind(data)
     if kind != "dyml":
         pool, labels = _pool(cfg, data)
-        _, test_idx = dyml_data.open_set_split(labels, cfg.data.holdout, cfg.data.split_seed)
+        _, test_idx = split(cfg, labels)
         return [EvalSet("all", _subset(pool, test_idx), labels[test_idx])]
+    _no_tuning_split(cfg, data)
     root, swap, size = Path(data), cfg.data.swap_channels, cfg.data.test_resize  # type: ignore[arg-type]
     if not (root / "bmk_fine").is_dir():
         files = dyml_data.read_dyml_product_test(root, swap_channels=swap)
