@@ -146,8 +146,7 @@ def build_model(cfg: Config) -> DyMLModel:
     if cfg.loss.name == "csl":
         criterion: torch.nn.Module = CSLProxies(dim=m.dim, n_proxies=m.n_classes[0], seed=cfg.loss.proxy_seed)
     else:
-        with torch.random.fork_rng(devices=[]):  # pml's CosFace weights come from the global stream
-            torch.manual_seed(cfg.loss.proxy_seed)
+        with seeded(cfg.loss.proxy_seed):  # pml's CosFace weights come from the global stream
             if cfg.loss.name == "fine_only":
                 criterion = baselines.fine_only(cfg.loss.baseline, m.n_classes, m.dim, scale=cfg.loss.scale,
                                                 margin=cfg.loss.margins[0])
