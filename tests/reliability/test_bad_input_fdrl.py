@@ -117,3 +117,9 @@ def test_cli_train_bad_settings(tmp_path, args, names):
     root = folders(tmp_path)
     expect_cli_error("cli: fdrl train bad settings", ["fdrl", "train", "--data", root, "--out", root / "runs", *TINY,
                                                       *args], names, run_root=root / "runs")
+
+
+def test_cli_train_on_an_unknown_faces_world(tmp_path):
+    expect_cli_error("cli: fdrl train bad settings", ["fdrl", "train", "--out", tmp_path / "runs", *TINY, "--set",
+                                                      "world.expressions=smiles"], "expressions",
+                     run_root=tmp_path / "runs")

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from lowlabel.data.synth.faces import EXPRESSION_STYLES
 from lowlabel.methods.fdrl import demo, recipe
 
 
@@ -25,5 +26,8 @@ def test_heads_differ_only_in_head_and_rate() -> None:
     for head in ("linear", "centre", "mlp"):
         other = demo.demo_config(False, 3, head, lr=3e-4, pretrained="b.pt")
         assert dataclasses.replace(other, head="fdrl", optim=fdrl.optim) == fdrl
-    assert set(demo.LR) == set(demo.MODELS) and all(lr in demo.LR_GRID for lr in demo.LR.values())
+    for lrs in demo.TUNED_LR.values():
+        assert set(lrs) == set(demo.MODELS) and all(lr in demo.LR_GRID for lr in lrs.values())
+    assert demo.TUNED_LR[demo.WORLD] == demo.LR
+    assert set(demo.TUNED_LR) == set(demo.TUNED_EPOCHS) == set(EXPRESSION_STYLES)
     assert not set(demo.SEEDS) & set(demo.TUNING_SEEDS) and demo.QUICK_SEED in demo.SEEDS

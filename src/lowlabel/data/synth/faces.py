@@ -71,6 +71,45 @@ _EXPR_TABLE = np.array([
     [-0.03, 0.000, 0.80, 0.00, 0, -0.03, -0.05, 0.020, 0.75, 0.0, 1, 0],  # anger
 ], dtype=np.float64)  # fmt: skip
 
+# The opt-in "action_units" style (FacesConfig.expressions): every expression is the sum of a few facial action
+# units (FACS numbers), most of them shared by several expressions, as in the emotion prototypes of EMFACS; each unit
+# is a small change of the fields above from neutral, no larger than the identities' own spread of the part it moves
+# (brow height 0.06, eye-opening factor 0.45-0.7, mouth width 0.14-0.24), and wrinkles come with the muscle that
+# makes them, at the unit's strength, instead of marking one expression at full strength (docs/methods/fdrl.md).
+_ACTION_UNITS: dict[int, dict[str, float]] = {  # FACS number -> change of the expression fields
+    1: {"inner": 0.03, "forehead": 0.4},  # inner brow raiser
+    2: {"raise": 0.03, "inner": -0.03, "forehead": 0.4},  # outer brow raiser
+    4: {"raise": -0.025, "inward": 0.012, "glabella": 0.6},  # brow lowerer
+    5: {"eye": 0.25},  # upper lid raiser
+    6: {"eye": -0.25},  # cheek raiser (narrows the eye, as 7 does, in this drawing)
+    7: {"eye": -0.25},  # lid tightener
+    9: {"nose": 0.6, "raise": -0.008},  # nose wrinkler
+    12: {"lift": 0.035, "width": 0.1},  # lip corner puller
+    15: {"lift": -0.035},  # lip corner depressor
+    20: {"width": 0.15},  # lip stretcher
+    23: {"width": -0.15},  # lip tightener
+    25: {"open": 0.015, "teeth": 0.6},  # lips part
+    26: {"open": 0.045},  # jaw drop
+}
+_PROTOTYPES: dict[str, tuple[int, ...]] = {
+    "neutral": (), "happy": (6, 12, 25), "sad": (1, 4, 15), "surprise": (1, 2, 5, 26), "fear": (1, 2, 4, 5, 20, 25),
+    "disgust": (9, 15, 25), "anger": (4, 7, 23),
+}  # fmt: skip
+
+
+def _action_unit_table() -> np.ndarray:
+    """(7, len(_EXPR_FIELDS)) expression fields of the "action_units" style: neutral plus the sum of the units of
+    each expression's prototype."""
+    table = np.repeat(_EXPR_TABLE[:1], len(EXPRESSIONS), axis=0)
+    for k, name in enumerate(EXPRESSIONS):
+        for unit in _PROTOTYPES[name]:
+            for f, change in _ACTION_UNITS[unit].items():
+                table[k, _EXPR_FIELDS.index(f)] += change
+    return table
+
+
+EXPRESSION_STYLES: dict[str, np.ndarray] = {"classic": _EXPR_TABLE, "action_units": _action_unit_table()}
+
 
 @functools.lru_cache(maxsize=4096)
 def identity_params(identity: int, seed: int = 0) -> np.ndarray:
@@ -188,19 +227,28 @@ _SCLERA, _PUPIL, _LID, _MOUTH, _TEETH = (np.array(c, np.float32).reshape(3, 1, 1
 
 
 def render_clean(
-    params: np.ndarray, expression: int, nuisance: Nuisance, size: int, intensity: float = 1.0
+    params: np.ndarray,
+    expression: int,
+    nuisance: Nuisance,
+    size: int,
+    intensity: float = 1.0,
+    style: str = "classic",
 ) -> np.ndarray:
     """Draw one undegraded face: float32 (3, size, size), channel-first, values in [0, 1] up to lighting overshoot
     (clipped when `degrade` quantises).
 
     params: (len(PARAM_NAMES),) from `identity_params`; expression: index into EXPRESSIONS; intensity in [0, 1]
-    interpolates the facial actions between neutral (0) and the full expression (1). Paired parts (ears, eyes,
+    interpolates the facial actions between neutral (0) and the full expression (1); `style` names the expression
+    table (EXPRESSION_STYLES: "classic", or "action_units", sums of shared action units). Paired parts (ears, eyes,
     brows, nostrils, wrinkles) are drawn once in the mirrored coordinate |u|.
     """
     if not 0 <= expression < len(EXPRESSIONS):
         raise LowlabelError(f"expression={expression} is not an index into EXPRESSIONS (0..{len(EXPRESSIONS) - 1})")
+    if style not in EXPRESSION_STYLES:
+        raise LowlabelError(f"expression style '{style}': use one of {', '.join(EXPRESSION_STYLES)}")
+    table = EXPRESSION_STYLES[style]
     p, (skin, hair, iris, lip) = _prepare(np.asarray(params, dtype=np.float64).tobytes())
-    actions = _EXPR_TABLE[0] + intensity * (_EXPR_TABLE[expression] - _EXPR_TABLE[0])
+    actions = table[0] + intensity * (table[expression] - table[0])
     e = dict(zip(_EXPR_FIELDS, actions.tolist(), strict=True))
     cv = _Canvas(size, nuisance)
     U, V = cv.U, cv.V
@@ -286,9 +334,9 @@ def render_clean(
 
 
 def render_face(params: np.ndarray, expression: int, nuisance: Nuisance, degradation: Degradation, size: int,
-                intensity: float = 1.0) -> np.ndarray:  # fmt: skip
+                intensity: float = 1.0, style: str = "classic") -> np.ndarray:  # fmt: skip
     """Draw one face and apply `degradation`: uint8 HxWx3. Pure function of its arguments."""
-    return degrade(render_clean(params, expression, nuisance, size, intensity), degradation)
+    return degrade(render_clean(params, expression, nuisance, size, intensity, style), degradation)
 
 
 @dataclass(frozen=True)
@@ -309,6 +357,7 @@ class FacesConfig:
     max_strengths: dict[str, float] = field(
         default_factory=lambda: {"occlusion": 0.5, "blur": 1.0, "lowres": 1.0, "noise": 1.0, "jpeg": 1.0}
     )
+    expressions: str = "classic"  # expression table (EXPRESSION_STYLES); "action_units" is opt-in
 
     def __post_init__(self) -> None:
         if self.size < 16:
@@ -321,6 +370,8 @@ class FacesConfig:
                 raise LowlabelError(f"faces {name}={getattr(self, name)} must lie in [0, 1]")
         if set(self.max_strengths) != set(DEGRADATIONS) or not all(0 <= v <= 1 for v in self.max_strengths.values()):
             raise LowlabelError(f"max_strengths needs a value in [0, 1] for each of {', '.join(DEGRADATIONS)}")
+        if self.expressions not in EXPRESSION_STYLES:
+            raise LowlabelError(f"faces expressions='{self.expressions}': use one of {', '.join(EXPRESSION_STYLES)}")
         for name in ("intensity_range", "scale_range", "brightness_range"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
@@ -381,7 +432,9 @@ def sample_face(rng: np.random.Generator, cfg: FacesConfig, identity: int, seed:
     intensity = float(cfg.intensity_range[0] + u[1] * (cfg.intensity_range[1] - cfg.intensity_range[0]))
     nuisance = sample_nuisance(rng, cfg)
     deg = sample_degradation(rng, cfg.clean_fraction, cfg.apply_prob, cfg.max_strengths)
-    image = render_face(identity_params(identity, seed), expression, nuisance, deg, cfg.size, intensity)
+    image = render_face(
+        identity_params(identity, seed), expression, nuisance, deg, cfg.size, intensity, cfg.expressions
+    )
     return FaceSample(image, identity, expression, intensity, nuisance, deg, quality(deg))
 
 

@@ -276,17 +276,20 @@ def normalise_images(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN
 
 
 def faces_world(n_identities: int, per_identity: int, *, seed: int, size: int,
-                intensity_range: Sequence[float] = (0.6, 1.0), degraded: bool = False) -> dict:
+                intensity_range: Sequence[float] = (0.6, 1.0), degraded: bool = False,
+                expressions: str = "classic") -> dict:
     """The faces world as an expression dataset: images uint8 (N, 3, size, size), labels (N,) int64 (index into
     EXPRESSIONS), identities (N,) int64, classes = EXPRESSIONS.
 
     FDRL's adapter options: `intensity_range` (the world's default is 0.6-1.0; lower values give the fine-grained
     deformations the paper's decomposition is for) and `degraded` (the world's SDD-FIQA degradations; off by
     default here: with them 75% of faces are blurred, noised or occluded, often past recognising the expression,
-    while expression datasets hold mostly clean aligned faces).
+    while expression datasets hold mostly clean aligned faces), and `expressions`, the world's expression table
+    ("classic", or "action_units": each expression a sum of small facial action units shared across expressions).
     """
     lo, hi = (float(v) for v in intensity_range)
-    cfg = FacesConfig(size=size, intensity_range=(lo, hi), clean_fraction=0.25 if degraded else 1.0)
+    cfg = FacesConfig(size=size, intensity_range=(lo, hi), clean_fraction=0.25 if degraded else 1.0,
+                      expressions=expressions)
     ds = FacesDataset(n_identities, per_identity, seed=seed, cfg=cfg)
     samples = [ds.sample(i) for i in range(len(ds))]
     images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).contiguous()

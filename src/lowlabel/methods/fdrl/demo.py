@@ -5,9 +5,10 @@ an MLP head of the FDRL head's depth and parameter count (the capacity control: 
 linear head none).
 
 World (through FDRL's adapter, `data.faces_world`): clean faces (no SDD-FIQA degradations) at 48 px with expression
-intensities `INTENSITY`; expression test identities are never seen in training, pretraining identities are neither.
-Each head's learning rate was chosen on the tuning worlds (`TUNING_SEEDS`, `benchmarks/fdrl_demo.py --world tuning`)
-before the evaluation worlds (`SEEDS`) were run once.
+intensities `INTENSITY`, drawn from the expression table `WORLD` ("classic"; "action_units": every expression a sum
+of small facial action units shared across expressions); expression test identities are never seen in training,
+pretraining identities are neither. Each head's learning rate was chosen per table on the tuning worlds
+(`TUNING_SEEDS`, `benchmarks/fdrl_demo.py --world tuning`) before the evaluation worlds (`SEEDS`) were run once.
 """
 
 from __future__ import annotations
@@ -31,26 +32,36 @@ SEEDS: tuple[int, ...] = (0, 1, 2)
 QUICK_SEED = 0
 TUNING_SEEDS: tuple[int, ...] = (100, 101)
 INTENSITY: tuple[float, float] = (0.6, 1.0)
+WORLD = "classic"  # the demo's expression table (faces.EXPRESSION_STYLES)
 EPOCHS, QUICK_EPOCHS = 8, 5
+# the fine-tuning budget per expression table, chosen on its tuning worlds (docs/methods/fdrl.md)
+TUNED_EPOCHS: dict[str, int] = {"classic": EPOCHS, "action_units": 16}
 LR_GRID: tuple[float, ...] = (3e-3, 1e-3, 1e-4)  # around the from-scratch demo's 1e-3, and the paper's 1e-4
-# each head's best mean accuracy over the tuning worlds (benchmarks/results/fdrl_demo_tuning.json)
-LR: dict[str, float] = {"FDRL": 1e-3, "linear head": 3e-3, "centre loss": 3e-3, "MLP head": 3e-3}
+# per expression table, each head's best mean accuracy over its tuning worlds at its budget (benchmarks/results/
+# fdrl_demo_tuning.json, fdrl_demo_finegrained_tuning_ep16.json)
+TUNED_LR: dict[str, dict[str, float]] = {
+    "classic": {"FDRL": 1e-3, "linear head": 3e-3, "centre loss": 3e-3, "MLP head": 3e-3},
+    "action_units": {"FDRL": 1e-3, "linear head": 3e-3, "centre loss": 3e-3, "MLP head": 1e-3},
+}
+LR: dict[str, float] = TUNED_LR[WORLD]
 PRETRAIN = PretrainSettings(identities=150, images_per_identity=20, epochs=8, lr=2e-3)
 QUICK_PRETRAIN = PretrainSettings(identities=60, images_per_identity=10, epochs=5, lr=2e-3)
 EPN_INIT_SCALE = 0.01  # from-scratch tuning world: 0.627 vs 0.309 test accuracy after 9 epochs with PyTorch's init
 
 
-def demo_config(quick: bool, seed: int, head: str = "fdrl", *, lr: float = 1e-3, pretrained: str = "") -> recipe.Config:
-    """A width-16 ResNet-18 (from `pretrained`) with the head `head` (FDRL: M = 9, D = 32) on 48-px faces: 100
-    training identities x 20 images (quick: 60 x 10), 50 test identities x 20 (quick: 20 x 10); Adam (0.5, 0.999)
-    at a constant `lr`, batch 64, EPOCHS epochs (quick: QUICK_EPOCHS); the paper's loss weights."""
+def demo_config(quick: bool, seed: int, head: str = "fdrl", *, lr: float = 1e-3, pretrained: str = "",
+                expressions: str = WORLD, epochs: int | None = None) -> recipe.Config:
+    """A width-16 ResNet-18 (from `pretrained`) with the head `head` (FDRL: M = 9, D = 32) on 48-px faces of the
+    expression table `expressions`: 100 training identities x 20 images (quick: 60 x 10), 50 test identities x 20
+    (quick: 20 x 10); Adam (0.5, 0.999) at a constant `lr`, batch 64, `epochs` (default EPOCHS; quick:
+    QUICK_EPOCHS); the paper's loss weights."""
     world = recipe.WorldConfig(train_identities=60 if quick else 100, test_identities=20 if quick else 50,
                                images_per_identity=10 if quick else 20, size=48, intensity_range=list(INTENSITY),
-                               seed=seed)
+                               expressions=expressions, seed=seed)
     cfg = recipe.Config(width=16, image_size=48, head=head, latent_dim=32, epn_init_scale=EPN_INIT_SCALE, world=world,
                         pretrained=pretrained)
-    train = dataclasses.replace(cfg.train, epochs=QUICK_EPOCHS if quick else EPOCHS, seed=seed, log_every=50,
-                                checkpoint_every=10**9)
+    epochs = epochs or (QUICK_EPOCHS if quick else EPOCHS)
+    train = dataclasses.replace(cfg.train, epochs=epochs, seed=seed, log_every=50, checkpoint_every=10**9)
     return dataclasses.replace(cfg, train=train, optim=dataclasses.replace(cfg.optim, lr=lr, schedule="constant"))
 
 
@@ -71,39 +82,44 @@ def majority_class(train: recipe.Split, test: recipe.Split) -> dict[str, float]:
 
 
 def train_heads(quick: bool, seed: int, *, lrs: Mapping[str, float], out: Path, pretrain_dir: Path,
-                runtime: Runtime, models: tuple[str, ...]) -> tuple[dict[str, dict], dict]:
-    """Pretrain (or reuse) the backbone of `seed`'s world in `pretrain_dir`, then fine-tune each head of `models`
-    from it at its rate in `lrs`, run folders out/<head>/seed<seed>. Returns the test results per model (with the
-    run's seconds; FLOOR too) and the pretraining record."""
-    base = demo_config(quick, seed)
+                runtime: Runtime, models: tuple[str, ...], expressions: str = WORLD,
+                epochs: int | None = None) -> tuple[dict[str, dict], dict]:
+    """Pretrain (or reuse) the backbone of `seed`'s world (expression table `expressions`) in `pretrain_dir`, then
+    fine-tune each head of `models` from it at its rate in `lrs` for `epochs` (`demo_config`'s default when None),
+    run folders out/<head>/seed<seed>. Returns the test results per model (with the run's seconds; FLOOR too) and the
+    pretraining record."""
+    base = demo_config(quick, seed, expressions=expressions)
     backbone, record = pretrain_backbone(base, QUICK_PRETRAIN if quick else PRETRAIN, out=pretrain_dir,
                                          runtime=runtime)
     train_split = recipe.load_split(base, None, "train")
     test_split = recipe.load_split(base, None, "test")
     results: dict[str, dict] = {FLOOR: majority_class(train_split, test_split)}
     for name in models:
-        cfg = demo_config(quick, seed, MODELS[name], lr=lrs[name], pretrained=str(backbone))
+        cfg = demo_config(quick, seed, MODELS[name], lr=lrs[name], pretrained=str(backbone), expressions=expressions,
+                          epochs=epochs)
         _, summary = recipe.train_model(cfg, data=None, run_dir=out / MODELS[name] / f"seed{seed}", runtime=runtime,
                                         resume=False, train_split=train_split, test=test_split, figures=False)
         results[name] = {**summary["test"], "seconds": summary["seconds"]}
     return results, record
 
 
-def run(*, quick: bool, out: Path, runtime: Runtime, seeds: tuple[int, ...] | None = None) -> DemoResult:
+def run(*, quick: bool, out: Path, runtime: Runtime, seeds: tuple[int, ...] | None = None,
+        expressions: str = WORLD) -> DemoResult:
     """Pretrain one backbone per seed and fine-tune every head from it (quick: QUICK_MODELS on QUICK_SEED; full:
-    all MODELS on SEEDS; `seeds` overrides); compare test accuracy (higher wins). Rows: mean over seeds with
-    `<metric>_std`; notes: per-seed values, the wins of FDRL over each baseline, the pretrained backbones'
-    identity accuracy."""
+    all MODELS on SEEDS; `seeds` overrides) at the rates and budget tuned for the expression table `expressions`
+    (TUNED_LR, TUNED_EPOCHS; quick: QUICK_EPOCHS); compare test accuracy (higher wins). Rows: mean over seeds with
+    `<metric>_std`; notes: per-seed values, the wins of FDRL over each baseline, the pretrained backbones' identity
+    accuracy."""
     t0 = time.perf_counter()
-    out = Path(out)
+    out, lrs, epochs = Path(out), TUNED_LR[expressions], None if quick else TUNED_EPOCHS[expressions]
     seeds = tuple(seeds) if seeds is not None else ((QUICK_SEED,) if quick else SEEDS)
     models = QUICK_MODELS if quick else tuple(MODELS)
     runs: dict[str, list[dict[str, float]]] = {}
     first: dict[str, dict] = {}
     identity_accuracy = []
     for seed in seeds:
-        results, record = train_heads(quick, seed, lrs=LR, out=out, pretrain_dir=out / "pretrain" / f"seed{seed}",
-                                      runtime=runtime, models=models)
+        results, record = train_heads(quick, seed, lrs=lrs, out=out, pretrain_dir=out / "pretrain" / f"seed{seed}",
+                                      runtime=runtime, models=models, expressions=expressions, epochs=epochs)
         identity_accuracy.append(record["identity_accuracy"])
         for name, test in results.items():
             runs.setdefault(name, []).append({k: test[k] for k in ("accuracy", "balanced_accuracy", "seconds")})
@@ -120,10 +136,12 @@ def run(*, quick: bool, out: Path, runtime: Runtime, seeds: tuple[int, ...] | No
     per_seed = "; ".join(f"{name} " + ", ".join(f"{r['accuracy']:.3f}" for r in rs) for name, rs in runs.items())
     wins = ", ".join(f"over {name} {sum(a['accuracy'] > b['accuracy'] for a, b in zip(runs['FDRL'], rs, strict=True))}"
                      f"/{len(seeds)}" for name, rs in runs.items() if name not in ("FDRL", FLOOR))
-    cfg, pre = demo_config(quick, seeds[0]), QUICK_PRETRAIN if quick else PRETRAIN
+    cfg = demo_config(quick, seeds[0], expressions=expressions, epochs=epochs)
+    pre = QUICK_PRETRAIN if quick else PRETRAIN
     w = cfg.world
-    rates = ", ".join(f"{name} {LR[name]:g}" for name in models)
-    setting = (f"seeds {list(seeds)}; faces world {w.train_identities}x{w.images_per_identity} training / "
+    rates = ", ".join(f"{name} {lrs[name]:g}" for name in models)
+    setting = (f"seeds {list(seeds)}; faces world ({w.expressions} expressions) {w.train_identities}x"
+               f"{w.images_per_identity} training / "
                f"{w.test_identities}x{w.images_per_identity} test images (new identities), {w.size} px, intensity "
                f"{tuple(w.intensity_range)}; ResNet-18 width {cfg.width} pretrained on {pre.identities} other "
                f"identities x {pre.images_per_identity} images ({pre.epochs} epochs; held-out identity accuracy "

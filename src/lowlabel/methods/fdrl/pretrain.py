@@ -45,10 +45,11 @@ class PretrainSettings:
 
 def identity_splits(world: recipe.WorldConfig, settings: PretrainSettings) -> tuple[recipe.Split, recipe.Split]:
     """Training faces and HELD_OUT held-out faces per identity of the pretraining world of `world.seed`, labelled by
-    identity (classes "id0", "id1", ...); size, intensities and degradations as `world`."""
+    identity (classes "id0", "id1", ...); size, intensities, degradations and expression table as `world`."""
     per = settings.images_per_identity + HELD_OUT
     drawn = fdata.faces_world(settings.identities, per, seed=world.seed + SEED_OFFSET, size=world.size,
-                              intensity_range=world.intensity_range, degraded=world.degraded)
+                              intensity_range=world.intensity_range, degraded=world.degraded,
+                              expressions=world.expressions)
     classes = tuple(f"id{i}" for i in range(settings.identities))
     train = torch.arange(len(drawn["identities"])) % per < settings.images_per_identity
     return (recipe.Split(drawn["images"][train], drawn["identities"][train], classes),

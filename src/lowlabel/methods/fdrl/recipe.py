@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowlabel.data.synth.faces import EXPRESSION_STYLES
 from lowlabel.engine.batches import TensorBatches
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
@@ -45,7 +46,8 @@ DLIB_DIM = 128
 @dataclass
 class WorldConfig:
     """The faces world used when no --data is given: identities disjoint between train and test (the test world is
-    drawn with seed + 10,000). `intensity_range` and `degraded` are FDRL's adapter options (`data.faces_world`)."""
+    drawn with seed + 10,000). `intensity_range`, `degraded` and `expressions` are FDRL's adapter options
+    (`data.faces_world`)."""
 
     train_identities: int = 150
     test_identities: int = 75
@@ -53,6 +55,7 @@ class WorldConfig:
     size: int = 48
     intensity_range: list[float] = field(default_factory=lambda: [0.6, 1.0])
     degraded: bool = False
+    expressions: str = "classic"  # classic | action_units (sums of shared facial action units)
     seed: int = 0
 
 
@@ -113,6 +116,8 @@ def check_config(cfg: Config) -> None:
         raise LowlabelError(f"backbone='{cfg.backbone}': use one of {', '.join(BACKBONES)}")
     if cfg.head not in HEADS:
         raise LowlabelError(f"head='{cfg.head}': use one of {', '.join(HEADS)}")
+    if cfg.world.expressions not in EXPRESSION_STYLES:
+        raise LowlabelError(f"world.expressions='{cfg.world.expressions}': use one of {', '.join(EXPRESSION_STYLES)}")
     if cfg.balance not in losses.BALANCE_MODES:
         raise LowlabelError(f"balance='{cfg.balance}': use one of {', '.join(losses.BALANCE_MODES)}")
     if cfg.pretrained == "imagenet" and cfg.backbone != "mobilenet_v2":
@@ -196,7 +201,8 @@ def load_split(cfg: Config, data: Path | None, split: str) -> Split:
         w = cfg.world
         world = fdata.faces_world(w.train_identities if split == "train" else w.test_identities,
                                   w.images_per_identity, seed=w.seed if split == "train" else w.seed + 10_000,
-                                  size=w.size, intensity_range=w.intensity_range, degraded=w.degraded)
+                                  size=w.size, intensity_range=w.intensity_range, degraded=w.degraded,
+                                  expressions=w.expressions)
         inputs, labels, classes = world["images"], world["labels"], tuple(world["classes"])
         if cfg.backbone == "dlib":
             from lowlabel.data.face_embedding import DlibEmbedder
