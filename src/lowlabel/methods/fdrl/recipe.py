@@ -370,7 +370,6 @@ def smoke_case(runtime: Runtime) -> SmokeCase:
     cfg = Config(width=4, num_latent=3, latent_dim=4, batch_size=8,
                  world=WorldConfig(train_identities=2, images_per_identity=4, size=32))
     world = fdata.faces_world(2, 4, seed=0, size=32)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0):
         model = build_model(cfg).to(runtime.device)
     return SmokeCase(model=model, step_fn=make_step_fn(cfg), batch=(world["images"], world["labels"]))
