@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from fdrl_helpers import write_class_folders
 from typer.testing import CliRunner
 
 from lowlabel.engine import runtime as rt
@@ -117,22 +117,8 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _write_folders(root: Path) -> Path:
-    """train/<class>/ and test/<class>/ with 6 and 2 faces (8 identities) of three expressions."""
-    from lowlabel.data.synth.faces import EXPRESSIONS, Nuisance, identity_params, render_face
-    from lowlabel.data.synth.faces_degrade import Degradation
-
-    for name in ("happy", "neutral", "surprise"):
-        for n in range(8):
-            folder = root / ("train" if n < 6 else "test") / name
-            folder.mkdir(parents=True, exist_ok=True)
-            image = render_face(identity_params(n), EXPRESSIONS.index(name), Nuisance(), Degradation(), 32)
-            Image.fromarray(image).save(folder / f"{n}.png")
-    return root
-
-
 def test_cli_train_eval_predict(tmp_path: Path) -> None:
-    root = _write_folders(tmp_path / "faces")
+    root = write_class_folders(tmp_path / "faces")
     runner = CliRunner()
     result = runner.invoke(app, ["train", "--data", str(root), "--image-size", "32", "--set", "width=4",
                                  "--set", "train.max_steps=2", "--set", "batch_size=4", "--set", "latent_dim=4",
@@ -172,7 +158,7 @@ def test_cli_errors(tmp_path: Path) -> None:
 
 
 def test_layouts_and_subset(tmp_path: Path) -> None:
-    root = _write_folders(tmp_path / "faces")
+    root = write_class_folders(tmp_path / "faces")
     assert fdata.layout(root) == "folders"
     train = fdata.read_split(root, "train")
     assert train.classes == ("happy", "neutral", "surprise")
