@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -85,8 +86,9 @@ def main() -> None:
     sizes = [1024, 4096] if args.quick else [1024, 4096, 16384]
     repeat = 2 if args.quick else 5
     rows = lookup_rows(sizes, repeat) + step_rows([64, 128], repeat)
-    write_results("soho", rows, notes=f"{args.threads} thread(s); best of {repeat}; the 2-core machine was shared "
-                                      "with other jobs (load average ~17), so absolute times are inflated")
+    load = os.getloadavg()[0]  # the machine is shared: times inflate with its load
+    write_results("soho", rows, notes=f"{args.threads} thread(s); best of {repeat}; {os.cpu_count()} cores shared "
+                                      f"with other jobs, 1-minute load average {load:.1f} at the end")
 
 
 if __name__ == "__main__":

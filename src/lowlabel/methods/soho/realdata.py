@@ -27,8 +27,9 @@ from lowlabel.methods.soho import recipe
 
 def real_config(steps: int, seed: int) -> recipe.Config:
     """MobileNetV2 (ImageNet, offline) + 3 MiniLM layers (hidden 384, 12 heads, FFN 1536), 256 codes, official
-    decay/masking/losses, 16 tokens; images keep-ratio into (288, 192); 8 images x 4 captions per step; AdamW
-    1e-4 (official), warm-up 10% of the steps, official milestone fractions; retrieval over the first caption."""
+    decay/masking/losses, 16 tokens; images keep-ratio into (288, 192); 8 images x 4 captions per step; the official
+    optimiser (AdamW 1e-4, SGD 1e-2 on the backbone), warm-up 10% of the steps, official milestone fractions;
+    retrieval over the first caption."""
     model = recipe.ModelConfig(backbone="mobilenet_v2", backbone_weights="imagenet", frozen_stages=1, hidden=384,
                                layers=3, heads=12, ffn=1536, text_init="minilm", num_codes=256)
     data = recipe.DataConfig(images_per_batch=8, sentence_group=4, max_length=16, scale=[288, 192])
