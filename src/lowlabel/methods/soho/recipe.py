@@ -18,7 +18,7 @@ import torch
 
 from lowlabel.engine.demo import SmokeCase
 from lowlabel.engine.recipe import OptimConfig, TrainConfig, load_model
-from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer, unwrap
 from lowlabel.errors import LowlabelError
 from lowlabel.files import write_json
@@ -155,8 +155,7 @@ def build_encoder(cfg: Config, *, use_dictionary: bool | None = None, seed: int 
     """The SOHO network of `cfg` (weights from a generator forked from seed `train.seed`; the global torch stream is
     left as it was). `use_dictionary` overrides the config (the VQA model has no dictionary, officially)."""
     m = cfg.model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed if seed is None else seed)
+    with seeded(cfg.train.seed if seed is None else seed):
         backbone, channels, frozen = _backbone(m)
         model = SOHO(backbone=backbone, backbone_channels=channels, vocab_size=WORDPIECE_VOCAB, frozen=frozen,
                      hidden=m.hidden, layers=m.layers, heads=m.heads, ffn=m.ffn, num_codes=m.num_codes,
