@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -79,6 +80,21 @@ class LowlabelProcesses:
         assert written and written[-1] < steps, written  # killed mid-run
         assert not (run / "summary.json").exists()
         return run
+
+    def kill_and_resume(self, command: Sequence[object], args: Sequence[object], *, slug: str, steps: int, cwd: Path,
+                        timeout: float = 180, before_resume: Callable[[], object] | None = None) -> tuple[Path, dict]:
+        """`lowlabel COMMAND ARGS` twice as subprocesses for `steps` steps: once uninterrupted (--out cwd/whole), once
+        SIGKILLed after its first checkpoint (--out cwd/killed) and continued with `lowlabel COMMAND --resume RUN`
+        (after the uninterrupted run has ended and `before_resume` has run); the two final model states must be equal.
+        Returns (the resumed run folder, its final model state)."""
+        whole = self.start(*command, *args, "--out", "whole", cwd=cwd)
+        run = self.kill_after_checkpoint(self.start(*command, *args, "--out", "killed", cwd=cwd), cwd / "killed", slug,
+                                         steps, timeout=timeout)
+        self.finish(whole)
+        if before_resume is not None:
+            before_resume()
+        self.run(*command, "--resume", run, "--threads", 1, "--device", "cpu", cwd=cwd)
+        return run, self.assert_same_weights(self.only_run(cwd / "whole", slug), run, steps)
 
     @staticmethod
     def assert_same_weights(run_a: Path, run_b: Path, step: int) -> dict:

@@ -17,12 +17,8 @@ TINY = ["--image-size", "16", "--labelled-per-class", "1", "--ssl", "fixmatch", 
 
 def test_train_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path: Path, lowlabel_processes) -> None:
     procs, steps = lowlabel_processes, 40
-    whole = procs.start("acr", "train", "--iterations", steps, *TINY, "--out", "whole", cwd=tmp_path)
-    killed = procs.start("acr", "train", "--iterations", steps, *TINY, "--out", "killed", cwd=tmp_path)
-    run = procs.kill_after_checkpoint(killed, tmp_path / "killed", "acr", steps)
-    procs.run("acr", "train", "--resume", run, "--threads", "1", "--device", "cpu", cwd=tmp_path)
-    procs.finish(whole)
-    reference = procs.assert_same_weights(procs.only_run(tmp_path / "whole", "acr"), run, steps)
+    run, reference = procs.kill_and_resume(["acr", "train"], ["--iterations", steps, *TINY], slug="acr", steps=steps,
+                                           cwd=tmp_path)
     assert any(k.startswith("teacher.") for k in reference) and "tables.labelled" in reference
     assert len(json.loads((run / "run.json").read_text())["resumed"]) == 1
     summary = json.loads((run / "summary.json").read_text())

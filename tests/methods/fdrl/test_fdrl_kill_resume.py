@@ -16,12 +16,8 @@ TINY = ["--image-size", "32", "--device", "cpu", "--threads", "1",
 def test_train_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path: Path, lowlabel_processes) -> None:
     procs, steps = lowlabel_processes, 60
     data = write_class_folders(tmp_path / "faces")
-    args = ["fdrl", "train", "--data", data, *TINY, "--set", f"train.max_steps={steps}"]
-    whole = procs.start(*args, "--out", "whole", cwd=tmp_path)
-    run = procs.kill_after_checkpoint(procs.start(*args, "--out", "killed", cwd=tmp_path), tmp_path / "killed",
-                                      "fdrl", steps)
-    procs.run("fdrl", "train", "--resume", run, "--threads", "1", "--device", "cpu", cwd=tmp_path)
-    procs.finish(whole)
-    reference = procs.assert_same_weights(procs.only_run(tmp_path / "whole", "fdrl"), run, steps)
+    run, reference = procs.kill_and_resume(["fdrl", "train"], ["--data", data, *TINY, "--set",
+                                                                f"train.max_steps={steps}"],
+                                           slug="fdrl", steps=steps, cwd=tmp_path)
     assert any("centres" in k for k in reference)
     assert json.loads((run / "run.json").read_text())["resumed"]

@@ -32,14 +32,10 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path: P
     procs, steps = lowlabel_processes, 300
     write_grounding_set(tmp_path / "data" / "train.npz", random_set(24, 0))
     write_grounding_set(tmp_path / "data" / "val.npz", random_set(6, 1))
-    train = ["grounding", "train", "--data", "data", "--iterations", steps, "--set", "train.checkpoint_every=10",
+    train = ["--data", "data", "--iterations", steps, "--set", "train.checkpoint_every=10",
              "--set", "train.keep_checkpoints=100", *TINY]
-    whole = procs.start(*train, "--out", "whole", cwd=tmp_path)
-    killed = procs.start(*train, "--out", "killed", cwd=tmp_path)
-    run = procs.kill_after_checkpoint(killed, tmp_path / "killed", "grounding_ckd", steps, timeout=120)
-    procs.run("grounding", "train", "--resume", run, "--threads", "1", "--device", "cpu", cwd=tmp_path)
-    procs.finish(whole)
-    procs.assert_same_weights(procs.only_run(tmp_path / "whole", "grounding_ckd"), run, steps)
+    run, _ = procs.kill_and_resume(["grounding", "train"], train, slug="grounding_ckd", steps=steps, cwd=tmp_path,
+                                   timeout=120)
     record = json.loads((run / "run.json").read_text())
     assert record["data"] == str((tmp_path / "data").resolve()) and len(record["resumed"]) == 1
     assert json.loads((run / "summary.json").read_text())["test"]["phrases"] == 6

@@ -86,12 +86,8 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
         f"member {k:02d}/frame_{j}.png,{k},{10.0 * j + k}\n" for k in range(5) for j in range(8)))
     steps = ["--set", "train.max_steps=150", "--set", "train.checkpoint_every=1", "--set",
              "train.keep_checkpoints=2"]
-    args = ["fiqa", "train", data, "--labels", "labels.csv", "--recognizer", rec, *TINY, *steps]
-    whole = procs.start(*args, "--out", "whole", cwd=tmp_path)
-    killed = procs.kill_after_checkpoint(procs.start(*args, "--out", "killed", cwd=tmp_path), tmp_path / "killed",
-                                         "sdd_fiqa", 150, timeout=120)
-    procs.finish(whole)
-    rec.unlink()  # the checkpoint holds the trunk: resuming must not need the recogniser any more
-    procs.run("fiqa", "train", "--resume", killed, "--threads", 1, "--device", "cpu", cwd=tmp_path)
-    procs.assert_same_weights(procs.only_run(tmp_path / "whole", "sdd_fiqa"), killed, 150)
+    args = [data, "--labels", "labels.csv", "--recognizer", rec, *TINY, *steps]
+    # the checkpoint holds the trunk: resuming must not need the recogniser any more
+    killed, _ = procs.kill_and_resume(["fiqa", "train"], args, slug="sdd_fiqa", steps=150, cwd=tmp_path, timeout=120,
+                                      before_resume=rec.unlink)
     assert json.loads((killed / "run.json").read_text())["resumed"]

@@ -54,15 +54,10 @@ def test_train_eval_rank(tmp_path: Path) -> None:
 def test_train_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path: Path, lowlabel_processes) -> None:
     procs, steps = lowlabel_processes, 40
     csv = _write_csv(tmp_path)
-    args = ["soho", "train", "--data", csv, "--config", _tiny_yaml(tmp_path / "tiny.yaml"), "--iterations", steps,
+    args = ["--data", csv, "--config", _tiny_yaml(tmp_path / "tiny.yaml"), "--iterations", steps,
             "--set", "data.images_per_batch=2", "--set", "train.checkpoint_every=2", "--set",
             "train.keep_checkpoints=100", "--device", "cpu", "--threads", "1"]
-    whole = procs.start(*args, "--out", "whole", cwd=tmp_path)
-    run = procs.kill_after_checkpoint(procs.start(*args, "--out", "killed", cwd=tmp_path), tmp_path / "killed",
-                                      "soho", steps)
-    procs.run("soho", "train", "--resume", run, "--threads", "1", "--device", "cpu", cwd=tmp_path)
-    procs.finish(whole)
-    reference = procs.assert_same_weights(procs.only_run(tmp_path / "whole", "soho"), run, steps)
+    _, reference = procs.kill_and_resume(["soho", "train"], args, slug="soho", steps=steps, cwd=tmp_path)
     assert any(k.endswith("embed") for k in reference)  # the Visual Dictionary, a buffer, resumes too
 
 
