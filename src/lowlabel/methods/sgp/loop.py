@@ -19,7 +19,7 @@ import torch
 from lowlabel.engine import checkpoint as ckpt
 from lowlabel.engine.batches import BatchSource
 from lowlabel.engine.recipe import OptimConfig, TrainConfig
-from lowlabel.engine.runtime import Runtime
+from lowlabel.engine.runtime import Runtime, seeded
 from lowlabel.engine.trainer import Trainer
 from lowlabel.files import write_json
 from lowlabel.methods.sgp.labels import round_name
@@ -89,8 +89,7 @@ def run_rounds(task: Task, rounds: Sequence[int], *, finetune: bool, seed: int, 
         kept = [(k, lab) for k, lab in enumerate(labels) if task.verified(lab)]
         previous = model
         if model is None or not finetune:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + meta + 1)
+            with seeded(seed + meta + 1):
                 model = task.build_model().to(runtime.device)
         if not kept and previous is not None:  # nothing verified: the previous round's student carries over
             model, fit = previous, {"steps": 0}

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowlabel.errors import LowlabelError
+from lowlabel.nn.mobilenet import STAGE_ENDS, mobilenet_v2
 from lowlabel.nn.resnet import ARCHS
 
 # --------------------------------------------------------------------------------------------------- CAPS (2D)
@@ -23,22 +24,47 @@ def _conv_bn_elu(cin: int, cout: int, k: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, 1, (k - 1) // 2), nn.BatchNorm2d(cout), nn.ELU(inplace=True))
 
 
+CAPS_BACKBONES = (*sorted(ARCHS), "mobilenet_v2")
+# Narrower ResNet encoders crash: with torch 2.13's oneDNN, the CPU backward of a ResNet-18 of width 4 or 8 in CAPS at
+# 160 x 208 corrupts the heap (segfault / "free(): invalid size"); the run completes with oneDNN off or with layer2's
+# 1x1 stride-2 downsample conv computed outside it (docs/methods/sgp.md, "Not done / open").
+MIN_RESNET_WIDTH = 12
+
+
 class ResUNet2D(nn.Module):
-    """CAPS's feature network: ResNet conv1..layer3 encoder; coarse map (B, coarse_dim, H/16, W/16) from layer3 by
-    a 1x1 conv; fine map (B, fine_dim, H/4, W/4) after two bilinear x2 up-convolutions with skips from layer2 and
-    layer1. Convs in the head are conv + BN + ELU. `width` scales the encoder (64 = torchvision; the decoder widths
-    512/256 scale with it); the encoder keeps torchvision key names, so ImageNet weights load into `encoder` with
-    strict=False (layer4 and fc are dropped)."""
+    """CAPS's feature network: an encoder giving maps at strides 4, 8 and 16; coarse map (B, coarse_dim, H/16, W/16)
+    from the stride-16 map by a 1x1 conv; fine map (B, fine_dim, H/4, W/4) after two bilinear x2 up-convolutions with
+    skips from the stride-8 and stride-4 maps. Convs in the head are conv + BN + ELU; the decoder widths are 8 and 4 x
+    `width` (512/256 at the official 64).
+
+    Encoders: a ResNet's conv1..layer3 (official: ResNet-50; `width` scales it, 64 = torchvision), or MobileNetV2's
+    `features[:14]` (strides 4, 8, 16 end at blocks 3, 6, 13: 24, 32, 96 channels; torchvision's width 1.0, `width`
+    sets the decoder only). Encoder keys are torchvision's, so ImageNet weights load into `encoder`.
+    `pretrained=True` loads the offline ImageNet MobileNetV2 (`lowlabel.nn.mobilenet`); no ImageNet ResNet exists
+    offline. Deviation: the official CAPS uses an ImageNet ResNet-50; MobileNetV2 is the ImageNet encoder we have.
+    """
 
     def __init__(self, *, backbone: str = "resnet50", width: int = 64, coarse_dim: int = 128,
-                 fine_dim: int = 128) -> None:
+                 fine_dim: int = 128, pretrained: bool = False) -> None:
         super().__init__()
-        if backbone not in ARCHS:
-            raise LowlabelError(f"CAPS backbone '{backbone}' unknown; choose one of {sorted(ARCHS)}")
-        self.encoder = ARCHS[backbone](num_classes=0, width=width)
-        self.encoder.layer4 = nn.Identity()
-        e = 4 if backbone == "resnet50" else 1
-        c1, c2, c3 = width * e, 2 * width * e, 4 * width * e
+        if backbone not in CAPS_BACKBONES:
+            raise LowlabelError(f"CAPS backbone '{backbone}' unknown; choose one of {list(CAPS_BACKBONES)}")
+        if backbone != "mobilenet_v2" and width < MIN_RESNET_WIDTH:
+            raise LowlabelError(f"CAPS ResNet width {width} is below {MIN_RESNET_WIDTH}: narrower encoders crash "
+                                "torch's oneDNN CPU backward (heap corruption); use width >= 12")
+        if pretrained and backbone != "mobilenet_v2":
+            raise LowlabelError(f"no offline ImageNet weights for CAPS backbone '{backbone}'; use "
+                                "backbone=mobilenet_v2 for an ImageNet-initialised student")
+        self.backbone = backbone
+        if backbone == "mobilenet_v2":
+            self.encoder: nn.Module = mobilenet_v2(pretrained=pretrained, num_classes=0)
+            self.encoder.features = self.encoder.features[:STAGE_ENDS[16] + 1]
+            c1, c2, c3 = (self.encoder.features[STAGE_ENDS[s]].conv[-1].num_features for s in (4, 8, 16))
+        else:
+            self.encoder = ARCHS[backbone](num_classes=0, width=width)
+            self.encoder.layer4 = nn.Identity()
+            e = 4 if backbone == "resnet50" else 1
+            c1, c2, c3 = width * e, 2 * width * e, 4 * width * e
         d3, d2 = 8 * width, 4 * width
         self.conv_coarse = _conv_bn_elu(c3, coarse_dim, 1)
         self.upconv3, self.iconv3 = _conv_bn_elu(c3, d3, 3), _conv_bn_elu(c2 + d3, d3, 3)
@@ -52,13 +78,20 @@ class ResUNet2D(nn.Module):
         x = F.pad(x, (dx // 2, dx - dx // 2, dy // 2, dy - dy // 2))
         return torch.cat([skip, x], dim=1)
 
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, 3, H, W) -> the encoder's maps at strides 4, 8 and 16."""
+        enc = self.encoder
+        if self.backbone == "mobilenet_v2":
+            x1 = enc.features[:STAGE_ENDS[4] + 1](x)
+            x2 = enc.features[STAGE_ENDS[4] + 1:STAGE_ENDS[8] + 1](x1)
+            return x1, x2, enc.features[STAGE_ENDS[8] + 1:](x2)
+        x1 = enc.layer1(enc.maxpool(enc.relu(enc.bn1(enc.conv1(x)))))
+        x2 = enc.layer2(x1)
+        return x1, x2, enc.layer3(x2)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, 3, H, W) -> coarse (B, coarse_dim, H/16, W/16), fine (B, fine_dim, H/4, W/4)."""
-        enc = self.encoder
-        x = enc.maxpool(enc.relu(enc.bn1(enc.conv1(x))))
-        x1 = enc.layer1(x)
-        x2 = enc.layer2(x1)
-        x3 = enc.layer3(x2)
+        x1, x2, x3 = self.encode(x)
         y = self.iconv3(self._up_skip(x3, self.upconv3, x2))
         y = self.iconv2(self._up_skip(y, self.upconv2, x1))
         return self.conv_coarse(x3), self.conv_fine(y)
@@ -92,9 +125,10 @@ class CAPSNet(nn.Module):
     """
 
     def __init__(self, *, backbone: str = "resnet50", width: int = 64, coarse_dim: int = 128, fine_dim: int = 128,
-                 window_size: float = 0.125, use_nn: bool = True) -> None:
+                 window_size: float = 0.125, use_nn: bool = True, pretrained: bool = False) -> None:
         super().__init__()
-        self.net = ResUNet2D(backbone=backbone, width=width, coarse_dim=coarse_dim, fine_dim=fine_dim)
+        self.net = ResUNet2D(backbone=backbone, width=width, coarse_dim=coarse_dim, fine_dim=fine_dim,
+                             pretrained=pretrained)
         self.window_size, self.use_nn = window_size, use_nn
         self.coarse_dim, self.fine_dim = coarse_dim, fine_dim
 

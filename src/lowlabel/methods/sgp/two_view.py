@@ -55,13 +55,30 @@ class ViewWorldConfig:
 
 @dataclass
 class CAPSConfig:
-    """CAPS student (official: ResNet-50 U-Net, 128-d coarse and fine maps, window 0.125)."""
+    """CAPS student (official: ImageNet ResNet-50 U-Net, 128-d coarse and fine maps, window 0.125). Offline, the
+    ImageNet encoder is MobileNetV2: backbone mobilenet_v2 with pretrained true (width then sets the decoder only)."""
 
     backbone: str = "resnet50"
     width: int = 64
     coarse_dim: int = 128
     fine_dim: int = 128
     window_size: float = 0.125
+    pretrained: bool = False
+
+
+@dataclass
+class ImageDataConfig:
+    """A user's image pairs in the MegaDepth layout (`lowlabel sgp train --images --data DIR`): the scene ids under
+    the root (empty: every scene folder), the official teaching subset (`sample_rate` of each pairs.txt after the
+    Random(15213) shuffle; 0.2 in config_sgp.yml), up to `test_pairs` of the pairs after it held out per folder for
+    evaluation against img_cam.txt (none left: the training pairs are evaluated), `image_size` [H, W] to resize to
+    (empty: as stored; a batch needs one size) and the image order the label indices refer to."""
+
+    scenes: list[str] = field(default_factory=list)
+    sample_rate: float = 0.2
+    test_pairs: int = 100
+    image_size: list[int] = field(default_factory=list)
+    order: str = "listdir"
 
 
 @dataclass
@@ -81,6 +98,7 @@ class Config2D:
     finetune: bool = False
     supervised: bool = False  # oracle: F from the true poses, one round, no teacher
     world: ViewWorldConfig = field(default_factory=ViewWorldConfig)
+    images: ImageDataConfig = field(default_factory=ImageDataConfig)
     student: CAPSConfig = field(default_factory=CAPSConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=40_000, log_every=50,
                                                                    checkpoint_every=5000))
@@ -122,7 +140,7 @@ def world_view_pairs(cfg: Config2D, split: str) -> list[ViewPair]:
 def build_student(cfg: Config2D) -> CAPSNet:
     s = cfg.student
     return CAPSNet(backbone=s.backbone, width=s.width, coarse_dim=s.coarse_dim, fine_dim=s.fine_dim,
-                   window_size=s.window_size)
+                   window_size=s.window_size, pretrained=s.pretrained)
 
 
 def image_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -311,11 +329,13 @@ def _true_fundamental(pair: ViewPair) -> np.ndarray:
 
 
 def train_model(cfg: Config2D, *, run_dir: Path, runtime: Runtime, resume: bool,
+                train_pairs: Sequence[ViewPair] | None = None,
                 test_pairs: Sequence[ViewPair] | None = None) -> tuple[CAPSNet, dict]:
-    """The 2D SGP loop on the geometry world's image pairs (or the oracle when cfg.supervised); run_dir gets the
-    label files, one folder per round and summary.json with the per-round table."""
+    """The 2D SGP loop (or the oracle when cfg.supervised) on `train_pairs`, evaluated on `test_pairs` (None: the
+    geometry world's); run_dir gets the label files, one folder per round and summary.json with the per-round table."""
     test = list(test_pairs) if test_pairs is not None else world_view_pairs(cfg, "test")
-    task = RelativePoseTask(cfg, world_view_pairs(cfg, "train"), test)
+    pairs = list(train_pairs) if train_pairs is not None else world_view_pairs(cfg, "train")
+    task = RelativePoseTask(cfg, pairs, test)
     rounds = [-1] if cfg.supervised else [-1, *range(cfg.meta_iters)]
     model, records = loop.run_rounds(task, rounds, finetune=cfg.finetune, seed=cfg.train.seed, train=cfg.train,
                                      optim=cfg.optim, run_dir=Path(run_dir), runtime=runtime, resume=resume)
