@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from lowlabel import registry
@@ -110,3 +111,29 @@ def test_eval_defaults_to_the_data_and_config_the_run_recorded(tmp_path, monkeyp
         result = runner.invoke(app, ["eval", "completer", "--checkpoint", str(target), "--device", "cpu"])
         assert result.exit_code == 0, result.output
     assert [(c.train.seed, d) for c, d in seen] == [(7, data), (7, data)]
+
+
+def _commands(group: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    """Every command under a click group (typer's own copy of click), as (words, command)."""
+    found = []
+    for name, command in group.commands.items():
+        found.append(((*path, name), command))
+        if hasattr(command, "commands"):
+            found += _commands(command, (*path, name))
+    return found
+
+
+def test_help_shows_every_options_config_key():
+    """Help texts name the config key an option sets, "(config: key)"; rich markup once swallowed them as "[...]"
+    tags, so every command's rendered help must show as many as its options carry."""
+    commands = _commands(typer.main.get_command(app))
+    assert len(commands) > 30
+    checked = 0
+    for path, command in commands:
+        expected = sum((p.help or "").count("config:") for p in command.params if p.param_type_name == "option")
+        if not expected:
+            continue
+        shown = runner.invoke(app, [*path, "--help"], terminal_width=200, env={"COLUMNS": "200"}).output
+        assert shown.count("config:") == expected, " ".join(path)
+        checked += 1
+    assert checked > 10

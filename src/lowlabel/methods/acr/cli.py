@@ -24,24 +24,24 @@ def train(
     data: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Dataset root (<root>/{train,test}/<class>/; see --dataset); none: the shapes world.")] = None,
     dataset: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="folders | cub200 | indoor67 | omniglot (zip archives) [config: dataset, folders].")] = None,
+        help="folders | cub200 | indoor67 | omniglot (zip archives) (config: dataset, folders).")] = None,
     source: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Source model: torchvision-format ResNet/MobileNetV2 file or 'imagenet-mobilenet_v2' [config: source].")
+        help="Source model: torchvision-format ResNet/MobileNetV2 file or 'imagenet-mobilenet_v2' (config: source).")
     ] = None,
     labelled_per_class: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Labelled images per class, official seeded split [config: labelled_per_class, 5].")] = None,
+        help="Labelled images per class, official seeded split (config: labelled_per_class, 5).")] = None,
     labelled_list: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="File of labelled image keys ('class/file.jpg' per line) instead of the split.")] = None,
     ssl: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="none | fixmatch | ict: consistency term under AKC/ARC [config: ssl, none].")] = None,
+        help="none | fixmatch | ict: consistency term under AKC/ARC (config: ssl, none).")] = None,
     lambda_akc: Annotated[Optional[float], typer.Option(  # noqa: UP045
-        help="AKC weight, 0 = off [config: lambda_akc, 1].")] = None,
+        help="AKC weight, 0 = off (config: lambda_akc, 1).")] = None,
     lambda_arc: Annotated[Optional[float], typer.Option(  # noqa: UP045
-        help="ARC weight, 0 = off; lower it for small feature maps [config: lambda_arc, 50].")] = None,
+        help="ARC weight, 0 = off; lower it for small feature maps (config: lambda_arc, 50).")] = None,
     image_size: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Crop size; images are resized to size*256/224 first [config: image_size, 224].")] = None,
+        help="Crop size; images are resized to size*256/224 first (config: image_size, 224).")] = None,
     iterations: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Training steps [config: train.max_steps, 10000].")] = None,
+        help="Training steps (config: train.max_steps, 10000).")] = None,
     out: Out = Path("runs"),
     config: ConfigFile = None,
     set_: SetOption = None,

@@ -47,18 +47,18 @@ def cluster(
         help="A .mat file: an official one (Scene-15, LandUse-21, Caltech101-20, NoisyMNIST) or your own (key X: "
              "a 1xV cell of (n, d_v) matrices, optional Y: labels). Optional with --resume.")] = None,
     missing_rate: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Missing rate(s) in [0, 1), comma-separated: a sweep [config: sweep.missing_rates, 0.5].")] = None,
+        help="Missing rate(s) in [0, 1), comma-separated: a sweep (config: sweep.missing_rates, 0.5).")] = None,
     seeds: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Mask seeds 1..N per rate [config: sweep.seeds, 5 as the paper].")] = None,
+        help="Mask seeds 1..N per rate (config: sweep.seeds, 5 as the paper).")] = None,
     n_clusters: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="K; needed when the file has no labels [config: data.n_clusters, 0 = number of labels].")] = None,
+        help="K; needed when the file has no labels (config: data.n_clusters, 0 = number of labels).")] = None,
     views: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Cells of X to use, 0-based, e.g. 0,2 [config: data.views; default: the layout's, generic: all].")] = None,
+        help="Cells of X to use, 0-based, e.g. 0,2 (config: data.views; default: the layout's, generic: all).")] = None,
     epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Training epochs [config: train.epochs, 500].")] = None,
+        help="Training epochs (config: train.epochs, 500).")] = None,
     layout: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="scene15, landuse21, caltech101_20, noisymnist or generic [config: data.layout; default: from the "
-             "file's name, else its keys].")] = None,
+        help="scene15, landuse21, caltech101_20, noisymnist or generic (config: data.layout; default: from the "
+             "file's name, else its keys).")] = None,
     config: ConfigFile = None,
     set_: SetOption = None,
     out: Out = Path("runs"),

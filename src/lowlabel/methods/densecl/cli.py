@@ -44,8 +44,8 @@ def finetune(
     test_split: Annotated[str, typer.Option(help="COCO split to measure mIoU on.")] = "val2017",
     labelled: Annotated[int, typer.Option(help="Fine-tune on the first N labelled images.")] = 16,
     size: Annotated[int, typer.Option(help="Image side (shorter side resized, centre crop).")] = 64,
-    steps: Annotated[Optional[int], typer.Option(help="Fine-tuning steps [config: steps].")] = None,  # noqa: UP045
-    lr: Annotated[Optional[float], typer.Option(help="SGD learning rate [config: lr].")] = None,  # noqa: UP045
+    steps: Annotated[Optional[int], typer.Option(help="Fine-tuning steps (config: steps).")] = None,  # noqa: UP045
+    lr: Annotated[Optional[float], typer.Option(help="SGD learning rate (config: lr).")] = None,  # noqa: UP045
     seed: Annotated[int, typer.Option(help="Seed of the head's init and the batch order; shapes worlds "
                                            "10000+seed (fine-tune) and 20000+seed (test).")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Also write the result as JSON here.")] = None,  # noqa: UP045

@@ -30,13 +30,13 @@ def _config(config: Path | None, overrides: list[str]) -> object:
 def train(
     data: Annotated[Optional[Path], typer.Option(help="LA layout root (train.list/test.list); none: volumes world.")] = None,  # noqa: UP045, E501
     labelled: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="The first N cases of train.list are labelled [config: labelled, 16].")] = None,
+        help="The first N cases of train.list are labelled (config: labelled, 16).")] = None,
     scale: Annotated[Optional[float], typer.Option(  # noqa: UP045
-        help="Resample volumes by this factor; patch and stride follow [config: scale, 1].")] = None,
+        help="Resample volumes by this factor; patch and stride follow (config: scale, 1).")] = None,
     iterations: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Training steps; lr milestones and ramp keep their shape [config: train.max_steps, 6000].")] = None,
+        help="Training steps; lr milestones and ramp keep their shape (config: train.max_steps, 6000).")] = None,
     n_filters: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="V-Net base width [config: n_filters, 16].")] = None,
+        help="V-Net base width (config: n_filters, 16).")] = None,
     supervised: Annotated[bool, typer.Option(
         help="Baseline: same V-Net and DTC's supervised loss (Dice + beta L_LSF), labelled cases only.")] = False,
     out: Out = Path("runs"),

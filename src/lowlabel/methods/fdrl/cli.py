@@ -40,20 +40,20 @@ def train(
         help="Dataset folder: RAF-DB basic (EmoLabel/, Image/), train.csv + test.csv (path,label), or train/<class>/ "
              "+ test/<class>/ (FER2013's split prefixes are checked); none: the faces world.")] = None,
     backbone: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="resnet18, mobilenet_v2 or dlib (frozen dlib face embedding) [config: backbone, resnet18].")] = None,
+        help="resnet18, mobilenet_v2 or dlib (frozen dlib face embedding) (config: backbone, resnet18).")] = None,
     pretrained: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="'imagenet' (mobilenet_v2) or a torchvision-layout ResNet-18 .pth [config: pretrained, none].")] = None,
+        help="'imagenet' (mobilenet_v2) or a torchvision-layout ResNet-18 .pth (config: pretrained, none).")] = None,
     head: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="fdrl, or a baseline: linear, centre (linear + centre loss), mlp (FDRL head's depth and size) "
-             "[config: head, fdrl].")] = None,
+             "(config: head, fdrl).")] = None,
     epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Epochs; the lr milestones keep their shape [config: train.epochs, 40].")] = None,
+        help="Epochs; the lr milestones keep their shape (config: train.epochs, 40).")] = None,
     image_size: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Network input side in pixels [config: image_size, 224].")] = None,
+        help="Network input side in pixels (config: image_size, 224).")] = None,
     per_class: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Train on a fixed subset of N images per class [config: train_per_class, 0 = all].")] = None,
+        help="Train on a fixed subset of N images per class (config: train_per_class, 0 = all).")] = None,
     align: Annotated[Optional[bool], typer.Option(  # noqa: UP045
-        help="Detect and align faces with dlib first, cached [config: align, off].")] = None,
+        help="Detect and align faces with dlib first, cached (config: align, off).")] = None,
     out: Out = Path("runs"),
     config: ConfigFile = None,
     set_: SetOption = None,

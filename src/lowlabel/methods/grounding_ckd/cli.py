@@ -112,8 +112,8 @@ def _write_split(out: Path, split: str, data: GroundingSet) -> None:
 def train(
     data: Annotated[Optional[Path], typer.Option(help="Folder with train.npz and val.npz; none: the shapes "  # noqa: UP045
                                                       "world.")] = None,
-    iterations: Annotated[Optional[int], typer.Option(help="Training steps [config: train.max_steps; "  # noqa: UP045
-                                                           "official: 6 epochs].")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Training steps (config: train.max_steps; "  # noqa: UP045
+                                                           "official: 6 epochs).")] = None,
     nce_only: Annotated[bool, typer.Option(help="The ablation: no distillation term.")] = False,
     out: Out = Path("runs"),
     config: ConfigFile = None,
@@ -152,7 +152,7 @@ def train(
 def compare(
     data: Annotated[Path, typer.Option(help="Folder with train.npz and val.npz (from prepare-coco).")],
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds (paired: both rows use each).")] = "0,1,2",
-    iterations: Annotated[Optional[int], typer.Option(help="Training steps [config: train.max_steps].")] = None,  # noqa: UP045
+    iterations: Annotated[Optional[int], typer.Option(help="Training steps (config: train.max_steps).")] = None,  # noqa: UP045
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the table as JSON here.")] = None,  # noqa: UP045
     out: Annotated[Path, typer.Option(help="Folder for the runs.")] = Path("runs/grounding_ckd_compare"),
     config: ConfigFile = None,

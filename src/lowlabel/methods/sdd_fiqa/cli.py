@@ -119,10 +119,10 @@ def train(
     data_dir: Annotated[Optional[Path], typer.Argument(  # noqa: UP045
         help="The folder that was labelled (with --resume: the run's recorded folder by default).")] = None,
     labels: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="CSV from `fiqa label` [config: labels_file].")] = None,
+        help="CSV from `fiqa label` (config: labels_file).")] = None,
     recognizer: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="Recogniser file whose trunk starts the regressor (from `fiqa recognizer`), or 'none' for a trunk "
-             "trained from scratch [config: init_from].")] = None,
+             "trained from scratch (config: init_from).")] = None,
     out: Out = Path("runs"),
     config: ConfigFile = None,
     set_: SetOption = None,

@@ -62,9 +62,9 @@ def train(
     images: Annotated[bool, typer.Option(
         "--images", help="Relative pose on image pairs (SIFT teacher, CAPS student) instead of fragments.")] = False,
     rounds: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Teaching rounds after the FPFH bootstrap [config: meta_iters, 2].")] = None,
+        help="Teaching rounds after the FPFH bootstrap (config: meta_iters, 2).")] = None,
     iterations: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Student steps per round (default: train.epochs=100 epochs) [config: train.max_steps].")] = None,
+        help="Student steps per round (default: train.epochs=100 epochs) (config: train.max_steps).")] = None,
     supervised: Annotated[bool, typer.Option(help="Oracle: train on the ground-truth poses instead.")] = False,
     out: Out = Path("runs"),
     config: ConfigFile = None,

@@ -38,13 +38,13 @@ def train(
     data: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="COCO captions .json or .csv of (image path, caption); none: the shapes world.")] = None,
     image_dir: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Images folder of a COCO .json [config: data.image_dir; default: the official layout].")] = None,
+        help="Images folder of a COCO .json (config: data.image_dir; default: the official layout).")] = None,
     iterations: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Optimiser steps; lr milestones keep their shape [config: train.max_steps; default 40 epochs].")] = None,
+        help="Optimiser steps; lr milestones keep their shape (config: train.max_steps; default 40 epochs).")] = None,
     backbone: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="resnet18 | resnet50 | mobilenet_v2 [config: model.backbone, resnet18].")] = None,
+        help="resnet18 | resnet50 | mobilenet_v2 (config: model.backbone, resnet18).")] = None,
     text_init: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="'' random, 'minilm' or a BERT safetensors file [config: model.text_init].")] = None,
+        help="'' random, 'minilm' or a BERT safetensors file (config: model.text_init).")] = None,
     no_dictionary: Annotated[bool, typer.Option(help="Ablation: no Visual Dictionary, no MVM.")] = False,
     out: Out = Path("runs"),
     config: ConfigFile = None,
@@ -77,7 +77,7 @@ def evaluate(
     data: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="COCO captions .json or .csv to retrieve in; none: the shapes world's test split.")] = None,
     captions: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Use the first N captions of each image (0: all) [config: eval_captions].")] = None,
+        help="Use the first N captions of each image (0: all) (config: eval_captions).")] = None,
     config: Config = None,
     threads: Threads = 0,
     device: Device = "auto",
