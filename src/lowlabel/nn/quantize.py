@@ -87,11 +87,13 @@ class VisualDictionary(nn.Module):
 
     @torch.no_grad()
     def assign(self, x: Tensor) -> Tensor:
-        """Index (N,) of the nearest code to each row of x (N, dim): argmin ||x||² + ||e||² - 2 x·e, ties -> lowest."""
+        """Index (N,) of the nearest code to each row of x (N, dim): argmin over codes of ||e||² - 2 x·e (||x||² is the
+        same for every code of a row), ties -> lowest. One fused (N, num_codes) product: faster and leaner than the
+        full distance or `torch.cdist` (benchmarks/soho.py)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             xe = x.detach().to(self.embed.dtype)
-            distances = (xe.pow(2).sum(1, keepdim=True) + self.embed.pow(2).sum(1)) - 2 * xe @ self.embed.t()
-        return distances.argmin(dim=1)
+            scores = torch.addmm(self.embed.pow(2).sum(1), xe, self.embed.t(), alpha=-2)
+        return scores.argmin(dim=1)
 
     @torch.no_grad()
     def update(self, x: Tensor, indices: Tensor, decay: float) -> None:
