@@ -219,6 +219,11 @@ def relative_pose(T_src: Array, T_dst: Array) -> np.ndarray:
     return _np(T_dst, "T_dst") @ np.linalg.inv(_np(T_src, "T_src"))
 
 
+def fundamental_from_essential(E: np.ndarray, K_src: np.ndarray, K_dst: np.ndarray) -> np.ndarray:
+    """F = K_dst^-T E K_src^-1 (3, 3), unscaled: the essential matrix in pixel coordinates."""
+    return np.linalg.inv(K_dst).T @ E @ np.linalg.inv(K_src)
+
+
 def fundamental_from_poses(K_src: Array, K_dst: Array, T_src: Array, T_dst: Array) -> np.ndarray:
     """F (3, 3) = K_dst^-T [t]_x R K_src^-1 with (R, t) = T_dst inv(T_src): x_dst^T F x_src = 0 for pixels (x, y, 1).
 
@@ -227,7 +232,7 @@ def fundamental_from_poses(K_src: Array, K_dst: Array, T_src: Array, T_dst: Arra
     """
     rel = relative_pose(T_src, T_dst)
     E = skew(rel[:3, 3]) @ rel[:3, :3]
-    return np.linalg.inv(_np(K_dst, "K_dst")).T @ E @ np.linalg.inv(_np(K_src, "K_src"))
+    return fundamental_from_essential(E, _np(K_src, "K_src"), _np(K_dst, "K_dst"))
 
 
 def normalise_keypoints(kp: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -264,5 +269,5 @@ def essential_teacher(kp1: Array, kp2: Array, K1: Array, K2: Array, threshold: f
         return failure
     inliers = mask.ravel().astype(bool)
     _, R, t, _ = cv2.recoverPose(E, n1[inliers], n2[inliers])
-    F = np.linalg.inv(k2).T @ E @ np.linalg.inv(k1)
+    F = fundamental_from_essential(E, k1, k2)
     return R, t.ravel(), inliers, F / (F[2, 2] + 1e-16)

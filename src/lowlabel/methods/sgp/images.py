@@ -20,8 +20,8 @@ from lowlabel.data.io import read_image
 from lowlabel.engine.runtime import Runtime
 from lowlabel.errors import LowlabelError
 from lowlabel.extras import require
-from lowlabel.methods.sgp import teacher, two_view
-from lowlabel.methods.sgp.data import Camera, megadepth_folders, read_megadepth_scene, teaching_subset
+from lowlabel.methods.sgp import geometry, teacher, two_view
+from lowlabel.methods.sgp.data import megadepth_folders, read_megadepth_scene, teaching_subset
 
 Config = two_view.Config2D
 
@@ -55,12 +55,6 @@ def resized_view(image: np.ndarray, K: np.ndarray, size: list[int]) -> tuple[np.
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA), scale @ K
 
 
-def _relative_pose(cam1: Camera, cam2: Camera) -> tuple[np.ndarray, np.ndarray]:
-    """R, t with x2 = R x1 + t from world-to-camera extrinsics (T2 inv(T1), the official GT relative pose)."""
-    T = cam2.T @ np.linalg.inv(cam1.T)
-    return T[:3, :3], T[:3, 3]
-
-
 def folder_pairs(folder: Path, scene: str, cfg: Config) -> tuple[list[two_view.ViewPair], list[two_view.ViewPair]]:
     """(teaching pairs, held-out test pairs) of one aligned folder; every image is read and SIFT'ed once."""
     md = read_megadepth_scene(folder, cfg.images.order)
@@ -78,8 +72,8 @@ def folder_pairs(folder: Path, scene: str, cfg: Config) -> tuple[list[two_view.V
     def pair(index: int) -> two_view.ViewPair:
         i, j = (int(v) for v in md.pairs[index])
         (img1, K1, kp1, d1), (img2, K2, kp2, d2) = view(i), view(j)
-        R, t = _relative_pose(md.cameras[i], md.cameras[j])
-        return two_view.ViewPair(scene, i, j, img1, img2, K1, K2, kp1, d1, kp2, d2, R, t)
+        T = geometry.relative_pose(md.cameras[i].T, md.cameras[j].T)  # x2 = R x1 + t, the official GT pose
+        return two_view.ViewPair(scene, i, j, img1, img2, K1, K2, kp1, d1, kp2, d2, T[:3, :3], T[:3, 3])
 
     return ([pair(k) for k in order[:n_teach]],
             [pair(k) for k in order[n_teach:n_teach + max(cfg.images.test_pairs, 0)]])
@@ -88,11 +82,13 @@ def folder_pairs(folder: Path, scene: str, cfg: Config) -> tuple[list[two_view.V
 def image_pairs(data: Path, cfg: Config) -> tuple[list[two_view.ViewPair], list[two_view.ViewPair]]:
     """(teaching pairs, test pairs) of every aligned folder under `data`; the test pairs are the teaching pairs when
     no pair is held out. All images must share one size (set images.image_size otherwise)."""
-    train, test = [], []
+    train: list[two_view.ViewPair] = []
+    test: list[two_view.ViewPair] = []
     for folder in aligned_folders(data, cfg.images.scenes):
         scene = folder.name if folder == Path(data) else folder.relative_to(data).as_posix()
         a, b = folder_pairs(folder, scene, cfg)
-        train, test = train + a, test + b
+        train += a
+        test += b
     if not train:
         raise LowlabelError(f"{data}: no pair to teach: pairs.txt lists too few pairs for images.sample_rate="
                             f"{cfg.images.sample_rate} (int(rate x pairs) of each folder are taught)")

@@ -323,8 +323,7 @@ class RelativePoseTask:
 
 def _true_fundamental(pair: ViewPair) -> np.ndarray:
     """F of the true pose, scaled to F[2, 2] = 1 as the teacher's labels."""
-    E = geometry.skew(pair.t) @ pair.R
-    F = np.linalg.inv(pair.K2).T @ E @ np.linalg.inv(pair.K1)
+    F = geometry.fundamental_from_essential(geometry.skew(pair.t) @ pair.R, pair.K1, pair.K2)
     return F / F[2, 2]
 
 
